@@ -1,0 +1,150 @@
+"""Reads and writes of single objects: Jobs, CTJ status, Events, the hash-key Secret.
+
+Every write is idempotent by construction (deterministic Job names, optimistic concurrency on status),
+so a retry — by tenacity here, or by another replica — never duplicates anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import tenacity
+
+from changejob.kube import transport
+
+log = logging.getLogger(__name__)
+
+GROUP = "triggers.changejob.dev"
+VERSION = "v1alpha"
+PLURAL = "changetriggeredjobs"
+CTJ_API_VERSION = f"{GROUP}/{VERSION}"
+HASH_KEY_SECRET = "kube-changejob-hash-key"
+
+
+def ctj_path(namespace: str | None = None, name: str | None = None) -> str:
+    base = f"/apis/{GROUP}/{VERSION}"
+    if namespace is None:
+        return f"{base}/{PLURAL}"
+    path = f"{base}/namespaces/{namespace}/{PLURAL}"
+    return f"{path}/{name}" if name else path
+
+
+def job_path(namespace: str, name: str | None = None) -> str:
+    path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+    return f"{path}/{name}" if name else path
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, transport.ApiError) and (exc.status == 0 or exc.status == 429 or exc.status >= 500)
+
+
+# Retries for API errors that are worth retrying at once (network, 429, 5xx); conflicts are handled
+# by the callers, which must re-read before writing again.
+retry_transient = tenacity.retry(
+    retry=tenacity.retry_if_exception(_transient),
+    wait=tenacity.wait_exponential_jitter(initial=0.2, max=5.0),
+    stop=tenacity.stop_after_attempt(5),
+    reraise=True,
+)
+
+
+class Writer:
+    """The operator's single-object API calls."""
+
+    def __init__(self, t: transport.Transport, *, component: str = "kube-changejob",
+                 instance: str = "") -> None:
+        self._t = t
+        self._component = component
+        self._instance = instance
+        self._event_lock = threading.Lock()
+        self._event_seq = 0
+
+    @retry_transient
+    def get(self, path: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = self._t.request("GET", path, span_resource="get")
+        except transport.ApiError as exc:
+            if exc.not_found:
+                return None
+            raise
+        return obj
+
+    @retry_transient
+    def create_job(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        ns = job["metadata"]["namespace"]
+        out: dict[str, Any] = self._t.request("POST", job_path(ns), body=job, span_resource="jobs",
+                                              namespace=ns, name=job["metadata"]["name"])
+        return out
+
+    @retry_transient
+    def delete_job(self, *, namespace: str, name: str) -> None:
+        try:
+            self._t.request("DELETE", job_path(namespace, name), body={
+                "kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+                span_resource="jobs", namespace=namespace, name=name)
+        except transport.ApiError as exc:
+            if not exc.not_found:
+                raise
+
+    @retry_transient
+    def update_status(self, ctj: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT the status subresource; the object's resourceVersion makes it a compare-and-swap."""
+        meta = ctj["metadata"]
+        out: dict[str, Any] = self._t.request(
+            "PUT", ctj_path(meta["namespace"], meta["name"]) + "/status", body=ctj,
+            span_resource="changetriggeredjobs/status", namespace=meta["namespace"], name=meta["name"])
+        return out
+
+    def event(self, ctj: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the CTJ. Best effort: an Event that cannot be written is only logged."""
+        meta = ctj["metadata"]
+        now = datetime.now(UTC)
+        with self._event_lock:
+            self._event_seq += 1
+            seq = self._event_seq
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}{seq:x}", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": CTJ_API_VERSION, "kind": "ChangeTriggeredJob",
+                               "name": meta["name"], "namespace": meta["namespace"],
+                               "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "eventTime": stamp,
+            "count": 1, "action": reason, "reportingComponent": self._component,
+            "reportingInstance": self._instance or self._component,
+            "source": {"component": self._component},
+        }
+        try:
+            self._t.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body,
+                            span_resource="events", namespace=meta["namespace"])
+        except transport.ApiError as exc:
+            log.warning("could not record event %s: %s", reason, exc,
+                        extra={"ctj": f"{meta['namespace']}/{meta['name']}"})
+
+    def hash_key(self, *, namespace: str) -> bytes:
+        """The per-installation key for Secret hashes; created (race-safely) when missing."""
+        path = f"/api/v1/namespaces/{namespace}/secrets/{HASH_KEY_SECRET}"
+        for _ in range(3):
+            found = self.get(path)
+            if found is not None:
+                return base64.b64decode(found["data"]["key"])
+            body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": {"name": HASH_KEY_SECRET, "namespace": namespace,
+                                 "labels": {"app.kubernetes.io/name": "kube-changejob"}},
+                    "data": {"key": base64.b64encode(secrets.token_bytes(32)).decode()}}
+            try:
+                self._t.request("POST", f"/api/v1/namespaces/{namespace}/secrets", body=body,
+                                span_resource="secrets", namespace=namespace)
+            except transport.ApiError as exc:
+                if not exc.already_exists:
+                    raise
+        raise RuntimeError(f"could not read or create secret {namespace}/{HASH_KEY_SECRET}")

@@ -1,0 +1,294 @@
+"""Shared watch streams and the observed hashes of every watched object.
+
+One list+watch stream per (resource type, namespace) serves every CTJ that references that type in
+that namespace (cluster-scoped types: one stream per type). An event for an object no CTJ references
+is dropped after its name is read; for a referenced one, each subscription's selected fields are
+hashed (once per distinct field set) and only a moved hash wakes the CTJ. Objects are never kept:
+per subscription only its latest hashes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry import trace
+
+from changejob.domain import api, hashing
+from changejob.kube import discovery, transport, watch
+from changejob.telemetry import metrics, tracing
+
+log = logging.getLogger(__name__)
+
+PRESENT, MISSING, FORBIDDEN, UNKNOWN = "Present", "Missing", "Forbidden", "Unknown"
+CtjKey = tuple[str, str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Observed:
+    """What is known of one watched resource right now."""
+
+    state: str = UNKNOWN
+    fields: tuple[tuple[str, str], ...] = ()
+    hash: str | None = None
+    message: str = ""
+    resource_version: str = ""
+    changed_at: float = 0.0  # monotonic time the change was seen (change-to-Job latency)
+    span_context: Any = None  # the watch span that saw the change (parent of the trigger's trace)
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class Subscription:
+    ctj: CtjKey
+    index: int
+    ref: api.ResourceRef
+    rtype: discovery.ResourceType
+    hasher: hashing.ObjectHasher
+    observed: Observed = Observed()
+
+
+class Stream:
+    """One collection's list+watch and the subscriptions fed by it."""
+
+    def __init__(self, *, registry: Registry, rtype: discovery.ResourceType, namespace: str | None) -> None:
+        self._registry = registry
+        self.rtype = rtype
+        self.namespace = namespace
+        self.by_name: dict[str, set[Subscription]] = {}
+        self.synced = False
+        self.error: transport.ApiError | None = None
+        self._seen: set[str] = set()
+        self.stop = threading.Event()
+        self.listwatch = watch.ListWatch(
+            transport_=registry.transport, path=rtype.collection_path(namespace), sink=self,
+            stop=self.stop, watch_timeout=registry.watch_timeout, stall_timeout=registry.stall_timeout,
+            name=f"{rtype.plural}.{rtype.group or 'core'}/{namespace or '*'}",
+        )
+        self.thread = threading.Thread(target=self.listwatch.run, name=f"watch-{self.listwatch.name}",
+                                       daemon=True)
+
+    # --- watch.Sink -------------------------------------------------------------------------------
+    def begin_sync(self) -> None:
+        with self._registry.lock:
+            self._seen = set()
+
+    def synced_object(self, obj: Mapping[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        with self._registry.lock:
+            self._seen.add(name)
+        self._apply(name, obj)
+
+    def end_sync(self) -> None:
+        with self._registry.lock:
+            gone = [n for n in self.by_name if n not in self._seen]
+            self._seen = set()
+            self.synced = True
+            self.error = None
+        for name in gone:
+            self._apply(name, None)
+        self._registry.wake_all(self)
+
+    def event(self, kind: str, obj: Mapping[str, Any]) -> None:
+        name = (obj.get("metadata") or {}).get("name")
+        if name is None or name not in self.by_name:  # unlocked read: a stale miss is fixed by GET
+            return
+        self._apply(name, None if kind == "DELETED" else obj)
+
+    def failed(self, error: transport.ApiError) -> None:
+        message = access_message(error, self.rtype, self.namespace)
+        state = FORBIDDEN if error.forbidden else UNKNOWN
+        with self._registry.lock:
+            self.error = error
+            subs = [s for group in self.by_name.values() for s in group]
+            for sub in subs:
+                sub.observed = Observed(state=state, message=message)
+        for key in {s.ctj for s in subs}:
+            self._registry.notify(key)
+
+    # --- hashing ----------------------------------------------------------------------------------
+    def _apply(self, name: str, obj: Mapping[str, Any] | None) -> None:
+        """Recompute the subscriptions of ``name`` from ``obj`` (None: the object does not exist)."""
+        woken: set[CtjKey] = set()
+        with self._registry.lock:
+            subs = self.by_name.get(name)
+            if not subs:
+                return
+            rv = "" if obj is None else str(obj["metadata"].get("resourceVersion", ""))
+            per_hasher: dict[int, Observed] = {}
+            moved: list[tuple[Subscription, Observed]] = []
+            for sub in subs:
+                new = per_hasher.get(id(sub.hasher))
+                if new is None:
+                    if obj is None:
+                        new = Observed(state=MISSING, message=f"{sub.ref.describe()} not found")
+                    else:
+                        fields, combined = sub.hasher.hash(obj)
+                        new = Observed(state=PRESENT, fields=fields, hash=combined, resource_version=rv)
+                    per_hasher[id(sub.hasher)] = new
+                old = sub.observed
+                if (old.state, old.hash, old.fields) != (new.state, new.hash, new.fields):
+                    moved.append((sub, new))
+            if moved:
+                context = tracing_context(self, name, [s for s, _ in moved])
+                seen_at = time.monotonic()
+                for sub, new in moved:
+                    sub.observed = dataclasses.replace(new, changed_at=seen_at, span_context=context)
+                    woken.add(sub.ctj)
+        for key in woken:
+            self._registry.notify(key)
+
+
+def tracing_context(stream: Stream, name: str, subs: list[Subscription]) -> Any:
+    """Record the watch event that moved a hash as a span; its context parents the trigger's trace."""
+    tracer = tracing.tracer()
+    with tracer.start_as_current_span(
+        "watch.event", kind=trace.SpanKind.CONSUMER,
+        attributes={
+            "k8s.resource.kind": stream.rtype.kind, "k8s.resource.api_version": stream.rtype.api_version,
+            "k8s.namespace.name": stream.namespace or "", "k8s.object.name": name,
+            "changejob.ctjs": sorted({f"{s.ctj[0]}/{s.ctj[1]}" for s in subs}),
+            "changejob.fields": sorted({f for s in subs for f in s.ref.fields}),
+        },
+    ) as span:
+        context = span.get_span_context()
+    return context if context.is_valid else None
+
+
+def access_message(error: transport.ApiError, rtype: discovery.ResourceType, namespace: str | None) -> str:
+    """Say which RBAC rule is missing, in terms the chart's values use."""
+    where = f'in namespace "{namespace}"' if namespace else "cluster-wide"
+    if error.forbidden:
+        return (f"the operator may not list/watch {rtype.plural} ({rtype.api_version}) {where}: "
+                f'grant get, list, watch on apiGroups ["{rtype.group}"] resources ["{rtype.plural}"] '
+                f"to ClusterRole kube-changejob-manager-role (chart value watch.resources)")
+    return f"cannot watch {rtype.plural} {where}: {error}"
+
+
+class Registry:
+    """All streams and subscriptions of this replica."""
+
+    def __init__(
+        self,
+        *,
+        transport_: transport.Transport,
+        notify: Callable[[CtjKey], None],
+        hash_key: bytes | None,
+        watch_timeout: float = 300.0,
+        stall_timeout: float = 120.0,
+    ) -> None:
+        self.transport = transport_
+        self.notify = notify
+        self.watch_timeout = watch_timeout
+        self.stall_timeout = stall_timeout
+        self._hash_key = hash_key
+        self.lock = threading.RLock()
+        self._streams: dict[tuple[discovery.ResourceType, str | None], Stream] = {}
+        self._subs: dict[CtjKey, list[Subscription]] = {}
+        self._hashers: dict[tuple[tuple[str, ...], bool], hashing.ObjectHasher] = {}
+
+    def _hasher(self, ref: api.ResourceRef) -> hashing.ObjectHasher:
+        keyed = ref.kind == "Secret" and ref.group == ""
+        key = (ref.fields, keyed)
+        found = self._hashers.get(key)
+        if found is None:
+            found = hashing.ObjectHasher(fields=ref.fields, key=self._hash_key if keyed else None)
+            self._hashers[key] = found
+        return found
+
+    def subscribe(self, ctj: CtjKey, wanted: list[tuple[api.ResourceRef, discovery.ResourceType]]) -> None:
+        """Make ``ctj``'s subscriptions exactly ``wanted`` (in spec order)."""
+        fetch: list[tuple[Stream, str]] = []
+        with self.lock:
+            current = self._subs.get(ctj, [])
+            if [(s.ref, s.rtype) for s in current] == wanted:
+                return
+            self._unsubscribe_locked(ctj)
+            subs = []
+            for index, (ref, rtype) in enumerate(wanted):
+                sub = Subscription(ctj=ctj, index=index, ref=ref, rtype=rtype, hasher=self._hasher(ref))
+                stream = self._stream_locked(rtype, ref.namespace if rtype.namespaced else None)
+                group = stream.by_name.setdefault(ref.name, set())
+                if stream.error is not None:
+                    sub.observed = Observed(
+                        state=FORBIDDEN if stream.error.forbidden else UNKNOWN,
+                        message=access_message(stream.error, rtype, stream.namespace))
+                elif stream.synced:
+                    fetch.append((stream, ref.name))
+                group.add(sub)
+                subs.append(sub)
+            self._subs[ctj] = subs
+        for stream, name in fetch:  # already-running streams: read just this object once
+            self._fetch(stream, name)
+
+    def _fetch(self, stream: Stream, name: str) -> None:
+        path = stream.rtype.object_path(namespace=stream.namespace, name=name)
+        try:
+            obj = self.transport.request("GET", path, span_resource=stream.rtype.plural,
+                                         namespace=stream.namespace, name=name)
+        except transport.ApiError as exc:
+            if not exc.not_found:
+                stream.failed(exc)
+                return
+            obj = None
+        stream._apply(name, obj)
+
+    def _stream_locked(self, rtype: discovery.ResourceType, namespace: str | None) -> Stream:
+        key = (rtype, namespace)
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = Stream(registry=self, rtype=rtype, namespace=namespace)
+            self._streams[key] = stream
+            stream.thread.start()
+            metrics.watch_streams.set(len(self._streams))
+        return stream
+
+    def unsubscribe(self, ctj: CtjKey) -> None:
+        with self.lock:
+            self._unsubscribe_locked(ctj)
+
+    def _unsubscribe_locked(self, ctj: CtjKey) -> None:
+        for sub in self._subs.pop(ctj, []):
+            stream = self._streams[(sub.rtype, sub.ref.namespace if sub.rtype.namespaced else None)]
+            group = stream.by_name.get(sub.ref.name)
+            if group is not None:
+                group.discard(sub)
+                if not group:
+                    del stream.by_name[sub.ref.name]
+            if not stream.by_name:  # nobody needs this collection any more
+                stream.stop.set()
+                del self._streams[(stream.rtype, stream.namespace)]
+        metrics.watch_streams.set(len(self._streams))
+        metrics.watched_objects.set(sum(len(s.by_name) for s in self._streams.values()))
+
+    def observed(self, ctj: CtjKey) -> list[Observed] | None:
+        """The observed state of each of ``ctj``'s resources; None until every stream has synced."""
+        with self.lock:
+            subs = self._subs.get(ctj)
+            if subs is None:
+                return None
+            out = []
+            for sub in subs:
+                stream = self._streams[(sub.rtype, sub.ref.namespace if sub.rtype.namespaced else None)]
+                if not stream.synced and stream.error is None:
+                    return None
+                out.append(sub.observed)
+            return out
+
+    def wake_all(self, stream: Stream) -> None:
+        with self.lock:
+            keys = {s.ctj for group in stream.by_name.values() for s in group}
+        for key in keys:
+            self.notify(key)
+
+    def synced(self) -> bool:
+        with self.lock:
+            return all(s.synced or s.error is not None for s in self._streams.values())
+
+    def stop(self) -> None:
+        with self.lock:
+            for stream in self._streams.values():
+                stream.stop.set()

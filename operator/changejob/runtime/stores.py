@@ -1,0 +1,192 @@
+"""In-memory views fed by watches: the CTJs this replica handles and the Jobs they created.
+
+The CTJ store keeps each CTJ without managedFields (the reconciler needs its spec, status and
+resourceVersion). The Job index keeps per CTJ only name, phase, trigger sequence and creation time
+of each of its Jobs — enough for ``lastJobStatus`` and for pruning without a single list request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from changejob.domain import jobs
+
+CtjKey = tuple[str, str]
+
+
+def slim(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy without the bulky metadata the operator never reads."""
+    out = dict(obj)
+    meta = dict(out.get("metadata") or {})
+    meta.pop("managedFields", None)
+    annotations = meta.get("annotations")
+    if annotations and "kubectl.kubernetes.io/last-applied-configuration" in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items()
+                               if k != "kubectl.kubernetes.io/last-applied-configuration"}
+    out["metadata"] = meta
+    return out
+
+
+class CtjStore:
+    """Latest CTJ objects by (namespace, name); ``accept`` filters which ones are kept."""
+
+    def __init__(self, *, notify: Callable[[CtjKey], None], accept: Callable[[CtjKey], bool]) -> None:
+        self._notify = notify
+        self.accept = accept
+        self._lock = threading.Lock()
+        self._items: dict[CtjKey, dict[str, Any]] = {}
+        self._seen: set[CtjKey] = set()
+        self.synced = threading.Event()
+
+    @staticmethod
+    def key_of(obj: Mapping[str, Any]) -> CtjKey:
+        meta = obj["metadata"]
+        return (meta["namespace"], meta["name"])
+
+    def get(self, key: CtjKey) -> dict[str, Any] | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def keys(self) -> list[CtjKey]:
+        with self._lock:
+            return list(self._items)
+
+    def put(self, obj: Mapping[str, Any]) -> None:
+        """Store a fresher copy (e.g. the answer to our own status write)."""
+        key = self.key_of(obj)
+        with self._lock:
+            old = self._items.get(key)
+            if old is not None and _rv(old) > _rv(obj):
+                return
+            self._items[key] = slim(obj)
+
+    def drop(self, key: CtjKey) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+    # watch.Sink
+    def begin_sync(self) -> None:
+        self._seen = set()
+
+    def synced_object(self, obj: Mapping[str, Any]) -> None:
+        key = self.key_of(obj)
+        self._seen.add(key)
+        self.event("ADDED", obj)
+
+    def end_sync(self) -> None:
+        with self._lock:
+            gone = [k for k in self._items if k not in self._seen]
+            for key in gone:
+                del self._items[key]
+        for key in gone:
+            self._notify(key)
+        self.synced.set()
+
+    def event(self, kind: str, obj: Mapping[str, Any]) -> None:
+        key = self.key_of(obj)
+        if kind == "DELETED":
+            self.drop(key)
+        elif self.accept(key):
+            with self._lock:
+                self._items[key] = slim(obj)
+        else:
+            self.drop(key)
+            return
+        self._notify(key)
+
+    def failed(self, error: Exception) -> None:  # the CTJ watch failing is logged by the watch loop
+        del error
+
+
+def _rv(obj: Mapping[str, Any]) -> int:
+    try:
+        return int(obj["metadata"].get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobInfo:
+    name: str
+    phase: jobs.JobPhase
+    sequence: int
+    created: str
+    owner_uid: str
+
+
+class JobIndex:
+    """Jobs labelled ``changejob.dev/owner``, grouped by owning CTJ."""
+
+    def __init__(self, *, notify: Callable[[CtjKey], None]) -> None:
+        self._notify = notify
+        self._lock = threading.Lock()
+        self._by_ctj: dict[CtjKey, dict[str, JobInfo]] = {}
+        self._seen: set[tuple[CtjKey, str]] = set()
+        self.synced = threading.Event()
+
+    def jobs_of(self, key: CtjKey) -> list[JobInfo]:
+        with self._lock:
+            return list(self._by_ctj.get(key, {}).values())
+
+    def record(self, job: Mapping[str, Any]) -> None:
+        """Index a Job we just created, before its watch event arrives."""
+        self.event("ADDED", job, notify=False)
+
+    @staticmethod
+    def _key(job: Mapping[str, Any]) -> CtjKey | None:
+        meta = job.get("metadata") or {}
+        owner = (meta.get("labels") or {}).get(jobs.OWNER_LABEL)
+        return (meta.get("namespace", ""), owner) if owner else None
+
+    def begin_sync(self) -> None:
+        self._seen = set()
+
+    def synced_object(self, obj: Mapping[str, Any]) -> None:
+        key = self._key(obj)
+        if key is not None:
+            self._seen.add((key, obj["metadata"]["name"]))
+        self.event("ADDED", obj)
+
+    def end_sync(self) -> None:
+        touched = set()
+        with self._lock:
+            for key, group in self._by_ctj.items():
+                for name in [n for n in group if (key, n) not in self._seen]:
+                    del group[name]
+                    touched.add(key)
+        for key in touched:
+            self._notify(key)
+        self.synced.set()
+
+    def event(self, kind: str, obj: Mapping[str, Any], *, notify: bool = True) -> None:
+        key = self._key(obj)
+        if key is None:
+            return
+        meta = obj["metadata"]
+        name = meta["name"]
+        with self._lock:
+            group = self._by_ctj.setdefault(key, {})
+            if kind == "DELETED":
+                group.pop(name, None)
+                if not group:
+                    del self._by_ctj[key]
+            else:
+                try:
+                    sequence = int((meta.get("annotations") or {}).get(jobs.TRIGGER_ANNOTATION, "0"))
+                except ValueError:
+                    sequence = 0
+                owners = [o.get("uid", "") for o in meta.get("ownerReferences") or () if o.get("controller")]
+                info = JobInfo(name=name, phase=jobs.job_phase(obj), sequence=sequence,
+                               created=str(meta.get("creationTimestamp") or ""),
+                               owner_uid=owners[0] if owners else "")
+                if group.get(name) == info:
+                    return
+                group[name] = info
+        if notify:
+            self._notify(key)
+
+    def failed(self, error: Exception) -> None:
+        del error

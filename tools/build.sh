@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Build every pinned external binary from its Go module (see tools/pins.env).
+#
+# Each tool is built into $TOOLS_DIR/<tool>-<key>/ where <key> is derived from its pin and the
+# content of its build module, so a tool is rebuilt only when its pin changes. $TOOLS_DIR/bin holds
+# symlinks to the current builds. Usage: tools/build.sh [tool ...]   (default: all)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+# shellcheck source=pins.env
+source "$here/pins.env"
+TOOLS_DIR=${TOOLS_DIR:-$repo/.tools}
+mkdir -p "$TOOLS_DIR/bin"
+export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:--buildvcs=false}"
+if [[ "${GO_TOOLCHAIN:-local}" != local ]]; then export GOTOOLCHAIN=$GO_TOOLCHAIN; fi
+
+log() { printf '[tools %(%H:%M:%S)T] %s\n' -1 "$*"; }
+
+# Runs "$@" while printing a heartbeat, so a long cold build visibly makes progress.
+with_heartbeat() {
+  local what=$1; shift
+  local start=$SECONDS
+  ( while sleep 30; do log "  … still building $what ($((SECONDS - start))s)"; done ) &
+  local beat=$!
+  local rc=0
+  "$@" || rc=$?
+  kill "$beat" 2>/dev/null; wait "$beat" 2>/dev/null || true
+  [[ $rc -eq 0 ]] || { log "FAILED: $what (exit $rc)"; return "$rc"; }
+  log "  built $what in $((SECONDS - start))s"
+}
+
+key_of() {  # key_of VERSION [MODULE_DIR]
+  local extra=""
+  [[ -n "${2:-}" ]] && extra=$(cat "$2"/go.mod "$2"/*.go 2>/dev/null | sha256sum | cut -c1-10)
+  echo "$1${extra:+-$extra}"
+}
+
+# install_tool NAME KEY BUILD_FUNCTION BINARIES...
+install_tool() {
+  local name=$1 key=$2 fn=$3; shift 3
+  local dest="$TOOLS_DIR/$name-$key"
+  if [[ -f "$dest/.complete" ]]; then
+    log "$name $key: cached"
+  else
+    log "$name $key: building"
+    rm -rf "$dest.partial"; mkdir -p "$dest.partial"
+    with_heartbeat "$name" "$fn" "$dest.partial"
+    touch "$dest.partial/.complete"
+    rm -rf "$dest"; mv "$dest.partial" "$dest"
+  fi
+  local b
+  for b in "$@"; do ln -sfn "$dest/$b" "$TOOLS_DIR/bin/$b"; done
+}
+
+build_kubernetes() {
+  local out=$1 v=$KUBERNETES_VERSION minor
+  minor=${v#v1.}; minor=${minor%%.*}
+  local ld="-s -w"
+  local pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  cd "$here/go/kubernetes"
+  go build -trimpath -tags selinux,notest -ldflags "$ld" -o "$out/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+}
+
+build_etcd() {
+  cd "$here/go/etcd"
+  go build -trimpath -ldflags "-s -w" -o "$1/etcd" .
+}
+
+build_kwok() {
+  GOBIN=$1 go install -trimpath -ldflags "-s -w" \
+    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
+}
+
+build_helm() {
+  local major=${HELM_VERSION%%.*}
+  GOBIN=$1 go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/$major/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/$major/cmd/helm@$HELM_VERSION"
+}
+
+build_jaeger() {
+  cd "$here/go/jaeger"
+  go build -trimpath -ldflags "-s -w" -o "$1/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger
+}
+
+build_actionlint() {
+  GOBIN=$1 go install -trimpath -ldflags "-s -w -X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" \
+    "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
+}
+
+one() {
+  case $1 in
+    kubernetes) install_tool kubernetes "$(key_of "$KUBERNETES_VERSION" "$here/go/kubernetes")" build_kubernetes \
+                  kube-apiserver kube-controller-manager kube-scheduler kubectl ;;
+    etcd)       install_tool etcd "$(key_of "$ETCD_VERSION" "$here/go/etcd")" build_etcd etcd ;;
+    kwok)       install_tool kwok "$KWOK_VERSION" build_kwok kwok kwokctl ;;
+    helm)       install_tool helm "$HELM_VERSION" build_helm helm ;;
+    jaeger)     install_tool jaeger "$(key_of "$JAEGER_VERSION" "$here/go/jaeger")" build_jaeger jaeger ;;
+    actionlint) install_tool actionlint "$ACTIONLINT_VERSION" build_actionlint actionlint ;;
+    *) echo "unknown tool: $1" >&2; return 2 ;;
+  esac
+}
+
+tools=("$@")
+[[ ${#tools[@]} -gt 0 ]] || tools=(kubernetes etcd kwok helm jaeger actionlint)
+for t in "${tools[@]}"; do ( one "$t" ); done
+log "all tools ready in $TOOLS_DIR/bin"
