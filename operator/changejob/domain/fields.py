@@ -24,7 +24,8 @@ metadata the API server changes on its own (see :func:`without_volatile`).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Final
 
 __all__ = [
@@ -54,7 +55,7 @@ VOLATILE_METADATA: Final = frozenset(
 # Top-level keys left out of the whole object. `apiVersion` and `kind` carry no content of their own
 # (the CTJ already names them) and the API server omits them from the items of a list response while
 # watch events carry them: keeping them would make a relist look like a change.
-_DROPPED_TOP_LEVEL: Final = ("status", "apiVersion", "kind")
+DROPPED_TOP_LEVEL: Final = frozenset({"status", "apiVersion", "kind"})
 
 _NAME_STOP: Final = frozenset(".[")
 _NAME_FORBIDDEN: Final = frozenset("]()'\"{}@?,$=!<>&| \t\r\n")
@@ -90,7 +91,7 @@ ABSENT: Final[object] = _Absent()
 """What :meth:`FieldPath.extract` returns when the path matches nothing."""
 
 
-class InvalidFieldPath(ValueError):
+class InvalidFieldPath(ValueError):  # noqa: N818 - the name is part of the package's API
     """An expression that is not a valid field path; the message says what is wrong and where."""
 
     def __init__(self, expr: str, reason: str, position: int | None = None) -> None:
@@ -118,14 +119,24 @@ def without_volatile(obj: Mapping[str, Any]) -> dict[str, Any]:
     and finalizers stay: changing them is a change. The input is not modified; nested values are
     shared with it (the result is only serialised, never mutated).
     """
+    # Unrolled pops on shallow copies: this runs for every watch event of every watched object.
     out = dict(obj)
-    for key in _DROPPED_TOP_LEVEL:
-        out.pop(key, None)
+    pop = out.pop
+    pop("status", None)
+    pop("apiVersion", None)
+    pop("kind", None)
     metadata = out.get("metadata")
-    if isinstance(metadata, Mapping):
+    if metadata.__class__ is dict or isinstance(metadata, Mapping):
         kept = dict(metadata)
-        for key in VOLATILE_METADATA:
-            kept.pop(key, None)
+        drop = kept.pop
+        drop("resourceVersion", None)
+        drop("managedFields", None)
+        drop("generation", None)
+        drop("uid", None)
+        drop("creationTimestamp", None)
+        drop("selfLink", None)
+        drop("deletionTimestamp", None)
+        drop("deletionGracePeriodSeconds", None)
         out["metadata"] = kept
     return out
 
@@ -136,46 +147,88 @@ def without_volatile(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 _Nodes = list[Any]
 _Step = Callable[[_Nodes], _Nodes]
+_Walk = Callable[[Any], Any]
 
-
-def _is_map(node: object) -> bool:
-    return isinstance(node, dict) or isinstance(node, Mapping)
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+_NO_CHILDREN: Final[tuple[Any, ...]] = ()
 
 
 def _is_list(node: object) -> bool:
     return isinstance(node, list | tuple)
 
 
-def _children(node: Any) -> Iterator[Any]:
-    if _is_list(node):
-        yield from node
-    elif _is_map(node):
-        for key in sorted(node):
-            yield node[key]
+def _children(node: Any) -> Sequence[Any]:
+    """A list's items, or a map's values in sorted key order; nothing for a scalar.
+
+    The caller must not modify the result: for a list it is the list itself.
+    """
+    cls = node.__class__
+    if cls is list or cls is tuple:
+        items: Sequence[Any] = node
+        return items
+    if cls is dict:
+        return [node[key] for key in sorted(node)]
+    if cls in _SCALARS:
+        return _NO_CHILDREN
+    if isinstance(node, Mapping):
+        return [node[key] for key in sorted(node)]
+    if isinstance(node, Sequence) and not isinstance(node, str | bytes):
+        return node
+    return _NO_CHILDREN
 
 
-def _key_step(name: str) -> _Step:
+def _walker(keys: tuple[str | int, ...]) -> _Walk:
+    """Follow names and indexes from a node; any miss (missing key, wrong type) gives ABSENT."""
+    if all(isinstance(key, str) for key in keys):
+        names = keys
+
+        def walk_names(node: Any) -> Any:
+            try:
+                for name in names:
+                    node = node[name]
+            except (KeyError, TypeError, IndexError):
+                return ABSENT
+            return node
+
+        return walk_names
+
+    def walk(node: Any) -> Any:
+        try:
+            for key in keys:
+                if key.__class__ is int and not _is_list(node):
+                    return ABSENT  # an index applies to lists only, never to strings or maps
+                node = node[key]
+        except (KeyError, TypeError, IndexError):
+            return ABSENT
+        return node
+
+    return walk
+
+
+def _walk_step(keys: tuple[str | int, ...]) -> _Step:
+    walk = _walker(keys)
+
     def step(nodes: _Nodes) -> _Nodes:
-        return [node[name] for node in nodes if _is_map(node) and name in node]
-
-    return step
-
-
-def _index_step(index: int) -> _Step:
-    def step(nodes: _Nodes) -> _Nodes:
-        return [node[index] for node in nodes if _is_list(node) and -len(node) <= index < len(node)]
+        out: _Nodes = []
+        for node in nodes:
+            value = walk(node)
+            if value is not ABSENT:
+                out.append(value)
+        return out
 
     return step
 
 
 def _union_step(selectors: tuple[str | int, ...]) -> _Step:
-    keys = tuple(_key_step(s) if isinstance(s, str) else _index_step(s) for s in selectors)
+    walks = tuple(_walker((selector,)) for selector in selectors)
 
     def step(nodes: _Nodes) -> _Nodes:
         out: _Nodes = []
         for node in nodes:
-            for select in keys:
-                out.extend(select([node]))
+            for walk in walks:
+                value = walk(node)
+                if value is not ABSENT:
+                    out.append(value)
         return out
 
     return step
@@ -193,6 +246,8 @@ def _slice_step(window: slice) -> _Step:
 
 
 def _wildcard_step(nodes: _Nodes) -> _Nodes:
+    if len(nodes) == 1:
+        return list(_children(nodes[0]))
     out: _Nodes = []
     for node in nodes:
         out.extend(_children(node))
@@ -216,7 +271,7 @@ def _filter_step(predicate: Callable[[Any], bool]) -> _Step:
     def step(nodes: _Nodes) -> _Nodes:
         out: _Nodes = []
         for node in nodes:
-            out.extend(child for child in _children(node) if predicate(child))
+            out.extend([child for child in _children(node) if predicate(child)])
         return out
 
     return step
@@ -556,74 +611,70 @@ def _parse_literal(word: str) -> object:
         number = float(word)
     except ValueError:
         return ABSENT
-    return number if number == number and number not in (float("inf"), float("-inf")) else ABSENT
+    return number if math.isfinite(number) else ABSENT
 
 
 def _as_operand(steps: list[str | int | _Step]) -> _Operand:
-    evaluate = _multi_extractor(steps)
-
-    def operand(node: Any) -> _Nodes:
-        return evaluate([node])
-
-    return operand
+    return _multi_extractor(steps)
 
 
 # --------------------------------------------------------------------------------------------------
 # Extraction
 
 
-def _multi_extractor(steps: list[str | int | _Step]) -> Callable[[_Nodes], _Nodes]:
-    compiled = tuple(
-        _key_step(s) if isinstance(s, str) else _index_step(s) if isinstance(s, int) else s for s in steps
-    )
+_Parsed = list[str | int | _Step]
 
-    def evaluate(nodes: _Nodes) -> _Nodes:
-        for step in compiled:
+
+def _split_prefix(steps: _Parsed) -> tuple[tuple[str | int, ...], tuple[_Step, ...]]:
+    """Split parsed steps into the leading names/indexes and the steps after them.
+
+    Runs of names and indexes after the first multi-match step become one walk step each, so a
+    path like ``a.b[*].c.d`` costs one walk, one wildcard and one walk per match.
+    """
+    prefix: list[str | int] = []
+    index = 0
+    while index < len(steps) and isinstance(steps[index], str | int):
+        prefix.append(steps[index])  # type: ignore[arg-type]
+        index += 1
+    rest: list[_Step] = []
+    run: list[str | int] = []
+    for step in steps[index:]:
+        if isinstance(step, str | int):
+            run.append(step)
+            continue
+        if run:
+            rest.append(_walk_step(tuple(run)))
+            run = []
+        rest.append(step)
+    if run:
+        rest.append(_walk_step(tuple(run)))
+    return tuple(prefix), tuple(rest)
+
+
+def _multi_extractor(steps: _Parsed) -> Callable[[Any], _Nodes]:
+    """Evaluate steps from one node; the list of all matches (empty when nothing matched)."""
+    prefix, rest = _split_prefix(steps)
+    walk = _walker(prefix)
+
+    def evaluate(node: Any) -> _Nodes:
+        start = walk(node)
+        if start is ABSENT:
+            return []
+        nodes: _Nodes = [start]
+        for step in rest:
+            nodes = step(nodes)
             if not nodes:
                 break
-            nodes = step(nodes)
         return nodes
 
     return evaluate
 
 
-def _keys_extractor(keys: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Any]:
-    """Names only: index straight through; any miss (missing key, wrong type) is ABSENT."""
-
-    def extract(obj: Mapping[str, Any]) -> Any:
-        node: Any = obj
-        try:
-            for key in keys:
-                node = node[key]
-        except (KeyError, TypeError, IndexError):
-            return ABSENT
-        return node
-
-    return extract
-
-
-def _mixed_extractor(keys: tuple[str | int, ...]) -> Callable[[Mapping[str, Any]], Any]:
-    """Names and indexes: like :func:`_keys_extractor` but an index only applies to a list."""
-
-    def extract(obj: Mapping[str, Any]) -> Any:
-        node: Any = obj
-        try:
-            for key in keys:
-                if key.__class__ is int and not _is_list(node):
-                    return ABSENT
-                node = node[key]
-        except (KeyError, TypeError, IndexError):
-            return ABSENT
-        return node
-
-    return extract
-
-
-def _list_extractor(steps: list[str | int | _Step]) -> Callable[[Mapping[str, Any]], Any]:
+def _list_extractor(steps: _Parsed) -> Callable[[Mapping[str, Any]], Any]:
     evaluate = _multi_extractor(steps)
 
     def extract(obj: Mapping[str, Any]) -> Any:
-        found = evaluate([obj])
+        found = evaluate(obj)
         return found if found else ABSENT
 
     return extract
@@ -696,9 +747,7 @@ def compile_path(expr: str) -> FieldPath:
     if body.startswith(".") and not body.startswith(".."):
         parser.pos += 1
     steps = parser.parse_path(relative=False)
-    if all(isinstance(step, str) for step in steps):
-        return FieldPath(expr, _keys_extractor(tuple(s for s in steps if isinstance(s, str))), multi=False)
-    if all(isinstance(step, str | int) for step in steps):
-        keys = tuple(s for s in steps if isinstance(s, str | int))
-        return FieldPath(expr, _mixed_extractor(keys), multi=False)
+    prefix, rest = _split_prefix(steps)
+    if not rest:
+        return FieldPath(expr, _walker(prefix), multi=False)
     return FieldPath(expr, _list_extractor(steps), multi=True)

@@ -66,14 +66,24 @@ def combine(hashes: Sequence[str]) -> str:
     return _xxh3_128("\n".join(hashes).encode())
 
 
+_Result = tuple[tuple[tuple[str, str], ...], str]
+_Extract = Callable[[Mapping[str, Any]], Any]
+
+
 class ObjectHasher:
     """Hashes the configured fields of an object; built once per (fields, key) and shared.
 
     ``hash(obj)`` returns ``((field, digest), ...)`` in the order the fields were given, and the
-    combined hash of those digests (see :func:`combine`).
+    combined hash of those digests (see :func:`combine`). Like ``FieldPath.extract``, ``hash`` is a
+    function chosen when the hasher is built (one field or several, keyed or not), so a call does no
+    dispatching of its own.
     """
 
-    __slots__ = ("_digests", "_paths", "fields", "keyed")
+    __slots__ = ("fields", "hash", "keyed")
+
+    fields: tuple[str, ...]
+    keyed: bool
+    hash: Callable[[Mapping[str, Any]], _Result]
 
     def __init__(self, *, fields: Sequence[str], key: bytes | None = None) -> None:
         if isinstance(fields, str):
@@ -82,23 +92,32 @@ class ObjectHasher:
             raise ValueError("an ObjectHasher needs at least one field")
         if key is not None and not 0 < len(key) <= _MAX_KEY_BYTES:
             raise ValueError(f"a hash key must be 1 to {_MAX_KEY_BYTES} bytes long, got {len(key)}")
-        self.fields: tuple[str, ...] = tuple(fields)
+        self.fields = tuple(fields)
         self.keyed = key is not None
-        self._paths = tuple((name, _compile_path(name).extract) for name in self.fields)
-        self._digests = _digest_function(key)
+        paths = tuple((name, _compile_path(name).extract) for name in self.fields)
+        to_digest = _digest_function(key)
+        self.hash = _single_field(*paths[0], to_digest) if len(paths) == 1 else _many_fields(paths, to_digest)
 
     def __repr__(self) -> str:
         return f"ObjectHasher(fields={self.fields!r}, keyed={self.keyed})"
 
-    def hash(self, obj: Mapping[str, Any]) -> tuple[tuple[tuple[str, str], ...], str]:
-        """Digest each field of ``obj`` and combine them; see the class docstring."""
-        to_digest = self._digests
-        if len(self._paths) == 1:
-            ((name, extract),) = self._paths
-            single = to_digest(extract(obj))
-            return ((name, single),), _xxh3_128(single.encode())
-        pairs = tuple((name, to_digest(extract(obj))) for name, extract in self._paths)
-        return pairs, _xxh3_128("\n".join([d for _, d in pairs]).encode())
+
+def _single_field(name: str, extract: _Extract, to_digest: Callable[[Any], str]) -> Callable[..., _Result]:
+    def hash_one(obj: Mapping[str, Any]) -> _Result:
+        value = to_digest(extract(obj))
+        return ((name, value),), _xxh3_128(value.encode())
+
+    return hash_one
+
+
+def _many_fields(
+    paths: tuple[tuple[str, _Extract], ...], to_digest: Callable[[Any], str]
+) -> Callable[..., _Result]:
+    def hash_many(obj: Mapping[str, Any]) -> _Result:
+        pairs = tuple([(name, to_digest(extract(obj))) for name, extract in paths])
+        return pairs, _xxh3_128("\n".join([value for _, value in pairs]).encode())
+
+    return hash_many
 
 
 def _digest_function(key: bytes | None) -> Callable[[Any], str]:

@@ -19,8 +19,9 @@ SAR_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 TRANSIENT = frozenset({401, 408, 429})
 
 
-def review_body(*, user: Mapping[str, Any], verb: str, group: str, resource: str,
-                namespace: str | None, name: str | None) -> dict[str, Any]:
+def review_body(
+    *, user: Mapping[str, Any], verb: str, group: str, resource: str, namespace: str | None, name: str | None
+) -> dict[str, Any]:
     """The SubjectAccessReview for ``user`` (an AdmissionReview ``userInfo``) doing ``verb``."""
     attributes: dict[str, Any] = {"verb": verb, "group": group, "resource": resource}
     if namespace:
@@ -43,10 +44,19 @@ class SubjectAccessChecker:
     def __init__(self, api_client: k8s_client.ApiClient) -> None:
         self._t = transport.Transport(api_client)
 
-    def allowed(self, *, user: Mapping[str, Any], verb: str, group: str, resource: str,
-                namespace: str | None, name: str | None) -> bool:
-        body = review_body(user=user, verb=verb, group=group, resource=resource, namespace=namespace,
-                           name=name)
+    def allowed(
+        self,
+        *,
+        user: Mapping[str, Any],
+        verb: str,
+        group: str,
+        resource: str,
+        namespace: str | None,
+        name: str | None,
+    ) -> bool:
+        body = review_body(
+            user=user, verb=verb, group=group, resource=resource, namespace=namespace, name=name
+        )
         answer = self._t.request("POST", SAR_PATH, body=body, span_resource="subjectaccessreviews")
         status = (answer or {}).get("status") or {}
         return bool(status.get("allowed")) and not status.get("denied")
@@ -64,8 +74,14 @@ def dry_run_job(api_client: k8s_client.ApiClient) -> Callable[[str, Mapping[str,
 
     def dry_run(namespace: str, job: Mapping[str, Any]) -> str | None:
         try:
-            t.request("POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", query={"dryRun": "All"},
-                      body=job, span_resource="jobs", namespace=namespace)
+            t.request(
+                "POST",
+                f"/apis/batch/v1/namespaces/{namespace}/jobs",
+                query={"dryRun": "All"},
+                body=job,
+                span_resource="jobs",
+                namespace=namespace,
+            )
         except transport.ApiError as exc:
             if 400 <= exc.status < 500 and exc.status not in TRANSIENT:
                 return exc.message or str(exc)

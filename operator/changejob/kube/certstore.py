@@ -63,13 +63,19 @@ class SecretStore:
         meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace, "labels": dict(LABELS)}
         if resource_version:
             meta["resourceVersion"] = resource_version
-        return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": meta,
-                "data": _encode(data)}
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": meta,
+            "data": _encode(data),
+        }
 
     def read(self) -> Stored | None:
         try:
-            secret = self._t.request("GET", self._path, span_resource="secrets",
-                                     namespace=self.namespace, name=self.name)
+            secret = self._t.request(
+                "GET", self._path, span_resource="secrets", namespace=self.namespace, name=self.name
+            )
         except transport.ApiError as exc:
             if exc.not_found:
                 return None
@@ -85,8 +91,14 @@ class SecretStore:
     def create(self, data: Mapping[str, bytes]) -> Stored:
         """Create the Secret; if another replica was faster, return what it stored."""
         try:
-            secret = self._t.request("POST", self._collection, body=self._body(data),
-                                     span_resource="secrets", namespace=self.namespace, name=self.name)
+            secret = self._t.request(
+                "POST",
+                self._collection,
+                body=self._body(data),
+                span_resource="secrets",
+                namespace=self.namespace,
+                name=self.name,
+            )
         except transport.ApiError as exc:
             if not exc.already_exists:
                 raise
@@ -96,8 +108,14 @@ class SecretStore:
     def replace(self, data: Mapping[str, bytes], *, resource_version: str) -> Stored:
         """Replace the Secret read at ``resource_version``; on a Conflict return the winner's."""
         try:
-            secret = self._t.request("PUT", self._path, body=self._body(data, resource_version),
-                                     span_resource="secrets", namespace=self.namespace, name=self.name)
+            secret = self._t.request(
+                "PUT",
+                self._path,
+                body=self._body(data, resource_version),
+                span_resource="secrets",
+                namespace=self.namespace,
+                name=self.name,
+            )
         except transport.ApiError as exc:
             if not exc.conflict:
                 raise
@@ -123,12 +141,18 @@ def ca_bundle_patch(config: Mapping[str, Any], ca_bundle: str) -> list[dict[str,
 class WebhookConfigs:
     """The webhook configurations whose caBundle the operator keeps in step with its CA."""
 
-    def __init__(self, api_client: k8s_client.ApiClient, *, validating: str | None,
-                 mutating: str | None) -> None:
+    def __init__(
+        self, api_client: k8s_client.ApiClient, *, validating: str | None, mutating: str | None
+    ) -> None:
         self._t = transport.Transport(api_client)
-        self._paths = [f"{ADMISSION_PATH}/{plural}/{name}" for plural, name in (
-            ("validatingwebhookconfigurations", validating),
-            ("mutatingwebhookconfigurations", mutating)) if name]
+        self._paths = [
+            f"{ADMISSION_PATH}/{plural}/{name}"
+            for plural, name in (
+                ("validatingwebhookconfigurations", validating),
+                ("mutatingwebhookconfigurations", mutating),
+            )
+            if name
+        ]
 
     def ensure_ca_bundle(self, ca_bundle_pem: bytes) -> int:
         """Patch the bundle in where it differs; returns how many webhooks were changed."""
@@ -148,8 +172,9 @@ class WebhookConfigs:
             if not ops:
                 return 0
             try:
-                self._t.request("PATCH", path, body=ops, content_type=JSON_PATCH,
-                                span_resource="webhookconfigurations")
+                self._t.request(
+                    "PATCH", path, body=ops, content_type=JSON_PATCH, span_resource="webhookconfigurations"
+                )
             except transport.ApiError as exc:
                 # a failed ``test`` op: the list changed under us; read it again
                 if exc.status != 422 or attempt == attempts - 1:

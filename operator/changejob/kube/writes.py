@@ -69,7 +69,7 @@ class Writer:
     @retry_transient
     def get(self, path: str) -> dict[str, Any] | None:
         try:
-            obj: dict[str, Any] = self._t.request("GET", path, span_resource="get")
+            obj: dict[str, Any] = self._t.request("GET", path, span_resource=path.rsplit("/", 2)[-2])
         except transport.ApiError as exc:
             if exc.not_found:
                 return None

@@ -7,6 +7,7 @@ without effect unless something really changed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -207,9 +208,29 @@ class Reconciler:
         elif baselined:
             events.append(("Normal", "BaselineRecorded", "recorded baseline of " + ", ".join(baselined)))
 
+        span: Any = contextlib.nullcontext()
         if isinstance(decision, triggers.Trigger):
             if not self._may_act(key):
                 return
+            span = self._trigger_span(ctj, [observed[i] for i in decision.changed], decision.changed)
+        with span:
+            self._act(key, ctj, spec, old, status, entries, observed, decision, events, now)
+
+    def _trigger_span(self, ctj: Mapping[str, Any], changed_obs: Sequence[registry.Observed],
+                      changed: Sequence[int]) -> Any:
+        """One trace per trigger: parented on the first change's watch span, others linked."""
+        meta = ctj["metadata"]
+        parent, links = _trace_origin(changed_obs)
+        return tracing.tracer().start_as_current_span(
+            "ctj.trigger", context=parent, links=links,
+            attributes={"k8s.namespace.name": meta["namespace"], "changejob.ctj": meta["name"],
+                        "changejob.changed_resources": list(changed),
+                        "changejob.coalesced_changes": len(links)})
+
+    def _act(self, key: CtjKey, ctj: Mapping[str, Any], spec: api.Spec, old: Mapping[str, Any],
+             status: dict[str, Any], entries: list[dict[str, Any]], observed: Sequence[registry.Observed],
+             decision: triggers.Decision, events: list[tuple[str, str, str]], now: datetime) -> None:
+        if isinstance(decision, triggers.Trigger):
             self._trigger(ctj, spec, status, entries, observed, decision.changed, events, now)
         elif isinstance(decision, triggers.Defer):
             status["nextTriggerTime"] = conditions.rfc3339(decision.until)
@@ -240,55 +261,52 @@ class Reconciler:
             moved = [f["field"] for f in entries[i]["fields"] if f.get("hash") != f.get("lastTriggeredHash")]
             described.append(f"{spec.resources[i].describe()}:{'|'.join(moved) or '*'}")
         hashes = [e["hash"] for e in entries]
-        parent, links = _trace_origin([observed[i] for i in changed])
-        with tracing.tracer().start_as_current_span(
-            "ctj.trigger", context=parent, links=links,
-            attributes={"k8s.namespace.name": meta["namespace"], "changejob.ctj": meta["name"],
-                        "changejob.trigger.sequence": sequence, "changejob.changed": described},
-        ) as span:
-            body = jobs.build_job(ctj=ctj, sequence=sequence, changed=described, hashes=hashes,
-                                  traceparent=tracing.traceparent())
-            name = body["metadata"]["name"]
-            created_at = now
-            try:
-                job = self._writer.create_job(body)
-                metrics.jobs_created_total.inc()
-                metrics.triggers_total.labels(result="created").inc()
-                earliest = min((o.changed_at for i, o in enumerate(observed) if i in changed and o.changed_at),
-                               default=0.0)
-                if earliest:
-                    metrics.change_to_job_seconds.observe(max(0.0, time.monotonic() - earliest))
-                self._jobs.record(job)
-            except transport.ApiError as exc:
-                if not exc.already_exists:
-                    span.record_exception(exc)
-                    raise
-                job = self._writer.get(writes.job_path(meta["namespace"], name)) or {}
-                owners = [o.get("uid") for o in job.get("metadata", {}).get("ownerReferences") or ()]
-                if meta.get("uid") not in owners:
-                    raise
-                # An earlier attempt (ours or another replica's) created it: adopt what it covered.
-                metrics.triggers_total.labels(result="skipped").inc()
-                covered = (job["metadata"].get("annotations") or {}).get(jobs.HASHES_ANNOTATION, "")
-                if len(covered.split(",")) == len(entries):
-                    hashes = covered.split(",")
-                created_at = conditions.parse_time(job["metadata"]["creationTimestamp"])
-            for entry, covered_hash in zip(entries, hashes, strict=True):
-                if entry["hash"] == covered_hash:
-                    entry["lastTriggeredHash"] = covered_hash
-                    for f in entry["fields"]:
-                        f["lastTriggeredHash"] = f["hash"]
-                    entry["changed"] = False
-                else:
-                    entry["lastTriggeredHash"] = covered_hash
-                    entry["changed"] = entry["hash"] != covered_hash
-            status.update(triggerCount=sequence, lastTriggeredTime=conditions.rfc3339(created_at),
-                          lastJobName=name, lastJobStatus="Active")
-            status.pop("nextTriggerTime", None)
-            events.append(("Normal", "ChangeDetected", "changed: " + ", ".join(described)))
-            events.append(("Normal", "JobCreated", f"created job {name} (trigger {sequence})"))
-            log.info("created job %s for trigger %d (%s)", name, sequence, ", ".join(described),
-                     extra={"ctj": _name(ctj)})
+        span = trace.get_current_span()
+        span.set_attribute("changejob.trigger.sequence", sequence)
+        span.set_attribute("changejob.changed", described)
+        body = jobs.build_job(ctj=ctj, sequence=sequence, changed=described, hashes=hashes,
+                              traceparent=tracing.traceparent())
+        name = body["metadata"]["name"]
+        created_at = now
+        try:
+            job = self._writer.create_job(body)
+            metrics.jobs_created_total.inc()
+            metrics.triggers_total.labels(result="created").inc()
+            earliest = min((o.changed_at for i, o in enumerate(observed) if i in changed and o.changed_at),
+                           default=0.0)
+            if earliest:
+                metrics.change_to_job_seconds.observe(max(0.0, time.monotonic() - earliest))
+            self._jobs.record(job)
+        except transport.ApiError as exc:
+            if not exc.already_exists:
+                span.record_exception(exc)
+                raise
+            job = self._writer.get(writes.job_path(meta["namespace"], name)) or {}
+            owners = [o.get("uid") for o in job.get("metadata", {}).get("ownerReferences") or ()]
+            if meta.get("uid") not in owners:
+                raise
+            # An earlier attempt (ours or another replica's) created it: adopt what it covered.
+            metrics.triggers_total.labels(result="skipped").inc()
+            covered = (job["metadata"].get("annotations") or {}).get(jobs.HASHES_ANNOTATION, "")
+            if len(covered.split(",")) == len(entries):
+                hashes = covered.split(",")
+            created_at = conditions.parse_time(job["metadata"]["creationTimestamp"])
+        for entry, covered_hash in zip(entries, hashes, strict=True):
+            if entry["hash"] == covered_hash:
+                entry["lastTriggeredHash"] = covered_hash
+                for f in entry["fields"]:
+                    f["lastTriggeredHash"] = f["hash"]
+                entry["changed"] = False
+            else:
+                entry["lastTriggeredHash"] = covered_hash
+                entry["changed"] = entry["hash"] != covered_hash
+        status.update(triggerCount=sequence, lastTriggeredTime=conditions.rfc3339(created_at),
+                      lastJobName=name, lastJobStatus="Active")
+        status.pop("nextTriggerTime", None)
+        events.append(("Normal", "ChangeDetected", "changed: " + ", ".join(described)))
+        events.append(("Normal", "JobCreated", f"created job {name} (trigger {sequence})"))
+        log.info("created job %s for trigger %d (%s)", name, sequence, ", ".join(described),
+                 extra={"ctj": _name(ctj)})
 
     def _set_conditions(self, ctj: Mapping[str, Any], spec: api.Spec, status: dict[str, Any],
                         observed: Sequence[registry.Observed], decision: triggers.Decision,

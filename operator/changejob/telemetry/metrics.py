@@ -17,8 +17,8 @@ from prometheus_client.metrics import Counter, Gauge, Histogram
 PREFIX = "changejob"
 
 TRIGGER_RESULTS = ("created", "deferred", "coalesced", "skipped")
-"""``triggers_total{result}``: a Job was created; the cooldown deferred the trigger; the change was
-folded into a trigger already pending; the change did not lead to a trigger (e.g. ``All`` not met)."""
+"""``triggers_total{result}``: a Job was created; the cooldown deferred the trigger; the change
+joined a trigger already pending; no new Job was needed (an earlier attempt had created it)."""
 
 WATCH_EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR")
 """``watch_events_total{type}``: the watch event types of the Kubernetes API."""

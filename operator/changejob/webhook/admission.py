@@ -24,11 +24,15 @@ from typing import Any, Protocol
 
 import orjson
 
-from changejob.domain import api, fields
+from changejob.domain import api
 
 VALIDATE_PATH = "/validate-ctj"
 MUTATE_PATH = "/mutate-ctj"
-DEFAULTS: Mapping[str, Any] = {"condition": "Any", "cooldown": "60s", "history": 5}
+DEFAULTS: Mapping[str, Any] = {
+    "condition": api.DEFAULT_CONDITION.value,
+    "cooldown": f"{int(api.DEFAULT_COOLDOWN.total_seconds())}s",
+    "history": api.DEFAULT_HISTORY,
+}
 JOB_NAME_PREFIX_MAX = 52  # a generated Job name must stay a 63-character label value
 
 Response = dict[str, Any]
@@ -52,8 +56,16 @@ class Resolver(Protocol):
 
 
 class AccessChecker(Protocol):
-    def allowed(self, *, user: Mapping[str, Any], verb: str, group: str, resource: str,
-                namespace: str | None, name: str | None) -> bool: ...
+    def allowed(
+        self,
+        *,
+        user: Mapping[str, Any],
+        verb: str,
+        group: str,
+        resource: str,
+        namespace: str | None,
+        name: str | None,
+    ) -> bool: ...
 
 
 DryRunJob = Callable[[str, Mapping[str, Any]], "str | None"]
@@ -85,8 +97,11 @@ def allow(uid: str) -> Response:
 
 def deny(uid: str, *, code: int, message: str) -> Response:
     reason = {400: "BadRequest", 403: "Forbidden"}.get(code, "InternalError")
-    return {"uid": uid, "allowed": False,
-            "status": {"status": "Failure", "code": code, "reason": reason, "message": message}}
+    return {
+        "uid": uid,
+        "allowed": False,
+        "status": {"status": "Failure", "code": code, "reason": reason, "message": message},
+    }
 
 
 def _spec_of(obj: Any) -> Any:
@@ -102,12 +117,14 @@ def _resources(spec: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
     entries = spec.get("resources")
     if not isinstance(entries, list):
         return []
-    return [(i, r) for i, r in enumerate(entries)
-            if isinstance(r, Mapping) and _str(r.get("apiVersion")) and _str(r.get("kind"))]
+    return [
+        (i, r)
+        for i, r in enumerate(entries)
+        if isinstance(r, Mapping) and _str(r.get("apiVersion")) and _str(r.get("kind"))
+    ]
 
 
-def _check_resources(spec: Mapping[str, Any], *, resolver: Resolver
-                     ) -> tuple[list[str], list[Permission]]:
+def _check_resources(spec: Mapping[str, Any], *, resolver: Resolver) -> tuple[list[str], list[Permission]]:
     """Kind and namespace errors of spec.resources, and the ``get`` each resource needs."""
     errors: list[str] = []
     needed: list[Permission] = []
@@ -124,8 +141,11 @@ def _check_resources(spec: Mapping[str, Any], *, resolver: Resolver
         elif not found.namespaced and namespace is not None:
             errors.append(f"{where}: namespace must not be set for cluster-scoped resources: {label}")
         else:
-            needed.append(Permission(verb="get", group=found.group, resource=found.plural,
-                                     namespace=namespace, name=name))
+            needed.append(
+                Permission(
+                    verb="get", group=found.group, resource=found.plural, namespace=namespace, name=name
+                )
+            )
     return errors, needed
 
 
@@ -136,12 +156,19 @@ def dry_run_body(obj: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     meta = obj.get("metadata") or {}
     owner = _str(meta.get("name")) or _str(meta.get("generateName")) or "changetriggeredjob"
-    tmeta = template.get("metadata") if isinstance(template.get("metadata"), Mapping) else {}
+    tmeta = template.get("metadata")
     job_meta: dict[str, Any] = {"generateName": owner[:JOB_NAME_PREFIX_MAX].rstrip("-.") + "-"}
     for key in ("labels", "annotations"):
-        if isinstance(tmeta.get(key), Mapping):
-            job_meta[key] = dict(tmeta[key])
+        value = tmeta.get(key) if isinstance(tmeta, Mapping) else None
+        if isinstance(value, Mapping):
+            job_meta[key] = dict(value)
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": template["spec"]}
+
+
+def _name_problems(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    """Why the CTJ's name cannot work (it becomes the Jobs' owner label value)."""
+    name = _str((obj.get("metadata") or {}).get("name"))
+    return api.name_errors(name) if name else ()
 
 
 def _check_job_template(obj: Mapping[str, Any], *, namespace: str, dry_run_job: DryRunJob) -> list[str]:
@@ -152,13 +179,14 @@ def _check_job_template(obj: Mapping[str, Any], *, namespace: str, dry_run_job: 
     return [] if problem is None else [f"spec.jobTemplate: {problem}"]
 
 
-def validate(obj: Mapping[str, Any], *, namespace: str, resolver: Resolver, dry_run_job: DryRunJob
-             ) -> tuple[list[str], list[Permission]]:
+def validate(
+    obj: Mapping[str, Any], *, namespace: str, resolver: Resolver, dry_run_job: DryRunJob
+) -> tuple[list[str], list[Permission]]:
     """Every validation error of the CTJ, and the permissions its author needs if it is valid."""
     spec = _spec_of(obj)
     if not isinstance(spec, Mapping):
         return ["spec: required"], []
-    errors: list[str] = []
+    errors = [f"metadata.name: {problem}" for problem in _name_problems(obj)]
     try:
         api.parse_spec(spec)
     except api.SpecError as exc:
@@ -166,19 +194,23 @@ def validate(obj: Mapping[str, Any], *, namespace: str, resolver: Resolver, dry_
     resource_errors, needed = _check_resources(spec, resolver=resolver)
     errors += [e for e in resource_errors if e not in errors]
     errors += _check_job_template(obj, namespace=namespace, dry_run_job=dry_run_job)
-    needed.append(Permission(verb="create", group="batch", resource="jobs", namespace=namespace,
-                             name=None))
+    needed.append(Permission(verb="create", group="batch", resource="jobs", namespace=namespace, name=None))
     return errors, needed
 
 
-def missing_permissions(user: Mapping[str, Any], needed: list[Permission], *, access: AccessChecker
-                        ) -> list[str]:
+def missing_permissions(
+    user: Mapping[str, Any], needed: list[Permission], *, access: AccessChecker
+) -> list[str]:
     """Descriptions of the permissions in ``needed`` that ``user`` lacks, each asked once."""
     username = str(user.get("username", ""))
     unique = list(dict.fromkeys(needed))
-    return [p.describe(username) for p in unique
-            if not access.allowed(user=user, verb=p.verb, group=p.group, resource=p.resource,
-                                  namespace=p.namespace, name=p.name)]
+    return [
+        p.describe(username)
+        for p in unique
+        if not access.allowed(
+            user=user, verb=p.verb, group=p.group, resource=p.resource, namespace=p.namespace, name=p.name
+        )
+    ]
 
 
 def _needs_review(request: Mapping[str, Any]) -> bool:
@@ -188,19 +220,21 @@ def _needs_review(request: Mapping[str, Any]) -> bool:
         return True
     if operation != "UPDATE":
         return False
-    return _spec_of(request.get("object")) != _spec_of(request.get("oldObject"))
+    return bool(_spec_of(request.get("object")) != _spec_of(request.get("oldObject")))
 
 
-def review(request: Mapping[str, Any], *, resolver: Resolver, access: AccessChecker,
-           dry_run_job: DryRunJob) -> Response:
+def review(
+    request: Mapping[str, Any], *, resolver: Resolver, access: AccessChecker, dry_run_job: DryRunJob
+) -> Response:
     """The AdmissionReview ``response`` of the validating webhook for ``request``."""
     uid = str(request.get("uid", ""))
     if not _needs_review(request):
         return allow(uid)
     obj = request.get("object") or {}
     namespace = _str(request.get("namespace")) or _str((obj.get("metadata") or {}).get("namespace"))
-    errors, needed = validate(obj, namespace=namespace or "default", resolver=resolver,
-                              dry_run_job=dry_run_job)
+    errors, needed = validate(
+        obj, namespace=namespace or "default", resolver=resolver, dry_run_job=dry_run_job
+    )
     if errors:
         return deny(uid, code=400, message="; ".join(errors))
     missing = missing_permissions(request.get("userInfo") or {}, needed, access=access)
@@ -211,13 +245,18 @@ def review(request: Mapping[str, Any], *, resolver: Resolver, access: AccessChec
 
 def default_patch(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     """JSON Patch operations filling absent spec defaults; none for what is already set."""
-    ops = [{"op": "add", "path": f"/spec/{key}", "value": value}
-           for key, value in DEFAULTS.items() if spec.get(key) is None]
+    ops = [
+        {"op": "add", "path": f"/spec/{key}", "value": value}
+        for key, value in DEFAULTS.items()
+        if spec.get(key) is None
+    ]
     resources = spec.get("resources")
     if isinstance(resources, list):
-        ops += [{"op": "add", "path": f"/spec/resources/{i}/fields", "value": [fields.WHOLE_OBJECT]}
-                for i, entry in enumerate(resources)
-                if isinstance(entry, Mapping) and entry.get("fields") is None]
+        ops += [
+            {"op": "add", "path": f"/spec/resources/{i}/fields", "value": list(api.DEFAULT_FIELDS)}
+            for i, entry in enumerate(resources)
+            if isinstance(entry, Mapping) and entry.get("fields") is None
+        ]
     return ops
 
 
@@ -245,8 +284,9 @@ class Admission:
 
     def __call__(self, path: str, request: Mapping[str, Any]) -> Response:
         if path == VALIDATE_PATH:
-            return review(request, resolver=self._resolver, access=self._access,
-                          dry_run_job=self._dry_run_job)
+            return review(
+                request, resolver=self._resolver, access=self._access, dry_run_job=self._dry_run_job
+            )
         if path == MUTATE_PATH:
             return default(request)
         raise LookupError(f"no admission handler for {path}")

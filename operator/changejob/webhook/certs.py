@@ -32,6 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from kubernetes import client as k8s_client
 
 from changejob.kube import certstore
 
@@ -73,8 +74,12 @@ class Names:
 
 def service_names(*, service: str, namespace: str, loopback: bool = False) -> Names:
     """In-cluster DNS names of the webhook Service; 127.0.0.1/localhost too when ``loopback``."""
-    dns = [service, f"{service}.{namespace}", f"{service}.{namespace}.svc",
-           f"{service}.{namespace}.svc.cluster.local"]
+    dns = [
+        service,
+        f"{service}.{namespace}",
+        f"{service}.{namespace}.svc",
+        f"{service}.{namespace}.svc.cluster.local",
+    ]
     ips: tuple[str, ...] = ()
     if loopback:
         dns.append("localhost")
@@ -90,47 +95,80 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
 
 
-def _issue_ca(*, common_name: str, now: dt.datetime, validity: dt.timedelta
-              ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _issue_ca(
+    *, common_name: str, now: dt.datetime, validity: dt.timedelta
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _new_key()
     subject = _name(common_name)
     public = key.public_key()
     cert = (
         x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject).public_key(public)
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(public)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE).not_valid_after(now + validity)
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
     )
     return cert, key
 
 
-def _issue_serving(*, names: Names, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
-                   now: dt.datetime, validity: dt.timedelta
-                   ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _issue_serving(
+    *,
+    names: Names,
+    ca: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    now: dt.datetime,
+    validity: dt.timedelta,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _new_key()
     alt: list[x509.GeneralName] = [x509.DNSName(n) for n in names.dns]
     alt += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in names.ips]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(names.dns[0])).issuer_name(ca.subject).public_key(key.public_key())
+        .subject_name(_name(names.dns[0]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE).not_valid_after(now + validity)
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=False,
-                                     crl_sign=False, content_commitment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False),
-                       critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     return cert, key
@@ -149,19 +187,22 @@ def _first_valid(pem: bytes, *, now: dt.datetime) -> bytes:
     return next((_pem(c) for c in certs if c.not_valid_after_utc > now), b"")
 
 
-def issue(*, names: Names, now: dt.datetime, validity: dt.timedelta = VALIDITY,
-          previous_ca: bytes = b"") -> Bundle:
+def issue(
+    *, names: Names, now: dt.datetime, validity: dt.timedelta = VALIDITY, previous_ca: bytes = b""
+) -> Bundle:
     """A fresh CA and a serving certificate for ``names``, both valid for ``validity``.
 
     The first certificate of ``previous_ca`` is kept in the bundle while it is still valid: replicas
     that have not yet picked up the new certificate keep being trusted during a rotation.
     """
-    ca, ca_key = _issue_ca(common_name=f"kube-changejob-ca@{int(now.timestamp())}", now=now,
-                           validity=validity)
+    ca, ca_key = _issue_ca(
+        common_name=f"kube-changejob-ca@{int(now.timestamp())}", now=now, validity=validity
+    )
     cert, key = _issue_serving(names=names, ca=ca, ca_key=ca_key, now=now, validity=validity)
     previous = _first_valid(previous_ca, now=now)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return Bundle(ca_crt=_pem(ca) + previous, tls_crt=_pem(cert), tls_key=key_pem)
 
 
@@ -182,8 +223,9 @@ def covers(pem: bytes, names: Names) -> bool:
     return set(names.dns) <= dns and set(names.ips) <= ips
 
 
-def needs_rotation(bundle: Bundle | None, *, names: Names, now: dt.datetime,
-                   rotate_before: dt.timedelta = ROTATE_BEFORE) -> bool:
+def needs_rotation(
+    bundle: Bundle | None, *, names: Names, now: dt.datetime, rotate_before: dt.timedelta = ROTATE_BEFORE
+) -> bool:
     """True when there is no usable certificate for ``names`` valid beyond ``now + rotate_before``."""
     if bundle is None or not bundle.ca_crt or not bundle.tls_key:
         return True
@@ -230,8 +272,14 @@ def write_files(bundle: Bundle, *, cert_dir: Path) -> Files:
     return files
 
 
-def ensure(*, store: certstore.SecretStore, webhooks: certstore.WebhookConfigs, names: Names,
-           cert_dir: Path, now: dt.datetime) -> Bundle:
+def ensure(
+    *,
+    store: certstore.SecretStore,
+    webhooks: certstore.WebhookConfigs,
+    names: Names,
+    cert_dir: Path,
+    now: dt.datetime,
+) -> Bundle:
     """One pass of the self-signed flow: create or rotate the Secret, patch caBundle, write files.
 
     The caBundle is patched before the files are written, so the API server trusts a certificate
@@ -240,16 +288,15 @@ def ensure(*, store: certstore.SecretStore, webhooks: certstore.WebhookConfigs, 
     stored = store.read()
     bundle = from_secret_data(stored.data) if stored else None
     if needs_rotation(bundle, names=names, now=now):
-        fresh = to_secret_data(issue(names=names, now=now,
-                                     previous_ca=bundle.ca_crt if bundle else b""))
+        fresh = to_secret_data(issue(names=names, now=now, previous_ca=bundle.ca_crt if bundle else b""))
         if stored is None:
             stored = store.create(fresh)
         else:
             log.info("rotating webhook certificate in secret %s", store.name)
             stored = store.replace(fresh, resource_version=stored.resource_version)
         bundle = from_secret_data(stored.data)
-        if bundle is None:
-            raise RuntimeError(f"secret {store.name} holds no usable certificate")
+    if bundle is None:
+        raise RuntimeError(f"secret {store.namespace}/{store.name} holds no usable certificate")
     webhooks.ensure_ca_bundle(bundle.ca_crt)
     write_files(bundle, cert_dir=cert_dir)
     return bundle
@@ -258,9 +305,16 @@ def ensure(*, store: certstore.SecretStore, webhooks: certstore.WebhookConfigs, 
 class SelfSigned:
     """Keeps the operator-managed certificate current: once at start, then every ``interval``."""
 
-    def __init__(self, *, store: certstore.SecretStore, webhooks: certstore.WebhookConfigs,
-                 names: Names, cert_dir: Path, interval: float = 300.0,
-                 clock: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        store: certstore.SecretStore,
+        webhooks: certstore.WebhookConfigs,
+        names: Names,
+        cert_dir: Path,
+        interval: float = 300.0,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
         self._store = store
         self._webhooks = webhooks
         self._names = names
@@ -273,8 +327,13 @@ class SelfSigned:
 
     def refresh(self) -> Bundle:
         """Create, rotate or pick up (from another replica) the certificate now."""
-        return ensure(store=self._store, webhooks=self._webhooks, names=self._names,
-                      cert_dir=self._cert_dir, now=self._clock())
+        return ensure(
+            store=self._store,
+            webhooks=self._webhooks,
+            names=self._names,
+            cert_dir=self._cert_dir,
+            now=self._clock(),
+        )
 
     def start(self) -> Files:
         """Refresh synchronously (the server needs the files), then keep refreshing in a thread."""
@@ -304,3 +363,50 @@ def mounted(*, cert_dir: Path, cert_file: str = CERT_FILE, key_file: str = KEY_F
         raise FileNotFoundError(f"webhook certificate files missing: {', '.join(missing)}")
     return files
 
+
+class Mounted:
+    """Certificates provided from outside (``cert-manager`` or ``files`` mode): only served."""
+
+    def __init__(self, *, cert_dir: Path, cert_file: str = CERT_FILE, key_file: str = KEY_FILE) -> None:
+        self.files = Files(cert_file=cert_dir / cert_file, key_file=cert_dir / key_file)
+
+    def start(self) -> Files:
+        """Check the files exist; the server reloads them whenever they change."""
+        return mounted(
+            cert_dir=self.files.cert_file.parent,
+            cert_file=self.files.cert_file.name,
+            key_file=self.files.key_file.name,
+        )
+
+    def stop(self) -> None:
+        """Nothing runs in this mode."""
+
+
+def for_mode(
+    *,
+    mode: str,
+    cert_dir: Path,
+    api_client: k8s_client.ApiClient | None = None,
+    namespace: str = "",
+    service: str = "",
+    validating: str | None = None,
+    mutating: str | None = None,
+    loopback: bool = False,
+) -> SelfSigned | Mounted:
+    """The certificate keeper for ``mode``; ``start()`` it before the server, ``stop()`` it after.
+
+    ``self-signed`` needs the API client, the operator's namespace, the webhook Service's name (the
+    Secret is ``<service>-cert``) and the webhook configuration names whose caBundle it maintains.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown webhook certificate mode {mode!r}; expected one of {', '.join(MODES)}")
+    if mode != "self-signed":
+        return Mounted(cert_dir=cert_dir)
+    if api_client is None or not namespace or not service:
+        raise ValueError("self-signed certificates need an API client, a namespace and a service name")
+    return SelfSigned(
+        store=certstore.SecretStore(api_client, namespace=namespace, name=f"{service}-cert"),
+        webhooks=certstore.WebhookConfigs(api_client, validating=validating, mutating=mutating),
+        names=service_names(service=service, namespace=namespace, loopback=loopback),
+        cert_dir=cert_dir,
+    )

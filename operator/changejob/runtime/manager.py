@@ -1,0 +1,203 @@
+"""Wire everything together, run until told to stop, stop cleanly.
+
+Threads: one per watch stream (CTJs, Jobs, and each shared resource stream), ``workers`` reconcile
+workers, one resync timer, the probe/metrics servers and the webhook server. Shutdown (SIGTERM):
+stop taking work, release shard Leases at once (fast handover), close streams, flush traces.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from changejob import settings as settings_mod
+from changejob.domain import jobs
+from changejob.kube import discovery, transport, watch, writes
+from changejob.runtime import ownership, queue, reconciler, registry, stores
+from changejob.telemetry import metrics, probes, tracing
+
+log = logging.getLogger(__name__)
+CtjKey = tuple[str, str]
+
+
+class Manager:
+    def __init__(self, settings: settings_mod.Settings, *, api_client: object | None = None) -> None:
+        self.settings = settings
+        self.stop_event = threading.Event()
+        self.api_client = api_client or transport.load_api_client(kubeconfig=settings.kubeconfig,
+                                                                  context=settings.context)
+        self.transport = transport.Transport(self.api_client)  # type: ignore[arg-type]
+        self.writer = writes.Writer(self.transport, instance=settings.identity)
+        self.discovery = discovery.Discovery(self.api_client)  # type: ignore[arg-type]
+        self.queue: queue.WorkQueue[CtjKey] = queue.WorkQueue()
+        self.ownership: ownership.Ownership
+        if settings.leader_elect:
+            from changejob.runtime import membership  # Lease traffic only when asked for
+
+            self.ownership = membership.LeaseMembership(transport_=self.transport, settings=settings,
+                                                        stop=self.stop_event)
+        else:
+            self.ownership = ownership.SoleOwner(shard_count=settings.shards)
+        self.ctjs = stores.CtjStore(notify=self._enqueue, accept=self._accepts)
+        self.job_index = stores.JobIndex(notify=self._enqueue)
+        self.registry: registry.Registry | None = None
+        self.reconciler: reconciler.Reconciler | None = None
+        self._threads: list[threading.Thread] = []
+        self._servers: list[probes.Server] = []
+        self._webhook: object | None = None
+        self._ctj_watches: list[watch.ListWatch] = []
+        self._last_loop = time.monotonic()
+
+    # --- routing ----------------------------------------------------------------------------------
+    def _accepts(self, key: CtjKey) -> bool:
+        if self.settings.namespaces and key[0] not in self.settings.namespaces:
+            return False
+        return self.ownership.owns(key)
+
+    def _enqueue(self, key: CtjKey) -> None:
+        self.queue.add(key)
+        metrics.workqueue_depth.set(len(self.queue))
+
+    def _shards_changed(self, gained: set[int], lost: set[int]) -> None:
+        metrics.owned_shards.set(len(self.ownership.owned()))
+        metrics.leader.set(1 if self.ownership.owned() else 0)
+        if lost:
+            for key in self.ctjs.keys():
+                if not self.ownership.owns(key):
+                    self.ctjs.drop(key)
+                    if self.reconciler is not None:
+                        self.reconciler.forget(key)
+        if gained and any(w.synced.is_set() for w in self._ctj_watches):
+            # Newly owned CTJs were filtered out of the store so far: read them now.
+            for w in self._ctj_watches:
+                self._relist_ctjs(w.path)
+        log.info("shards changed: +%s -%s (own %d of %d)", sorted(gained), sorted(lost),
+                 len(self.ownership.owned()), self.ownership.shards)
+
+    def _relist_ctjs(self, path: str) -> None:
+        cont = None
+        while True:
+            page = self.transport.request("GET", path, query={"limit": 500, "continue": cont},
+                                          span_resource="changetriggeredjobs")
+            for item in page.get("items") or ():
+                if self._accepts(stores.CtjStore.key_of(item)):
+                    self.ctjs.event("ADDED", item)
+            cont = (page.get("metadata") or {}).get("continue")
+            if not cont:
+                return
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        s = self.settings
+        key = self.writer.hash_key(namespace=s.leader_election_namespace)
+        self.registry = registry.Registry(
+            transport_=self.transport, notify=self._enqueue, hash_key=key,
+            watch_timeout=s.watch_timeout.total_seconds(), stall_timeout=s.watch_stall_timeout.total_seconds())
+        self.reconciler = reconciler.Reconciler(
+            ctjs=self.ctjs, job_index=self.job_index, registry_=self.registry, discovery_=self.discovery,
+            writer=self.writer, work=self.queue, may_act=self.ownership.may_act)
+        self._start_servers()
+        self.ownership.start(self._shards_changed)
+        paths = ([writes.ctj_path(ns) for ns in s.namespaces] if s.namespaces else [writes.ctj_path()])
+        for path in paths:
+            lw = watch.ListWatch(transport_=self.transport, path=path, sink=self.ctjs, stop=self.stop_event,
+                                 watch_timeout=s.watch_timeout.total_seconds(),
+                                 stall_timeout=s.watch_stall_timeout.total_seconds(), name="ctjs")
+            self._ctj_watches.append(lw)
+            self._spawn(lw.run, f"watch-ctjs-{path}")
+        job_paths = ([writes.job_path(ns) for ns in s.namespaces] if s.namespaces else ["/apis/batch/v1/jobs"])
+        for path in job_paths:
+            jw = watch.ListWatch(transport_=self.transport, path=path, sink=self.job_index,
+                                 stop=self.stop_event, label_selector=jobs.OWNER_LABEL,
+                                 watch_timeout=s.watch_timeout.total_seconds(),
+                                 stall_timeout=s.watch_stall_timeout.total_seconds(), name="jobs")
+            self._job_watch = jw
+            self._spawn(jw.run, f"watch-jobs-{path}")
+        for i in range(s.workers):
+            self._spawn(self._worker, f"worker-{i}")
+        self._spawn(self._resync, "resync")
+        log.info("kube-changejob started (identity %s, %d shards, leader election %s)",
+                 s.identity, s.shards, "on" if s.leader_elect else "off")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _start_servers(self) -> None:
+        s = self.settings
+        if s.metrics_bind_address not in ("0", ""):
+            server = probes.Server(s.metrics_bind_address, metrics=True, probes=False)
+            self._servers.append(server)
+        if s.health_probe_bind_address not in ("0", ""):
+            server = probes.Server(s.health_probe_bind_address, metrics=False, probes=True)
+            self._servers.append(server)
+        for server in self._servers:
+            server.add_liveness("workers", lambda: time.monotonic() - self._last_loop < 120)
+            server.add_readiness("ctjs-synced", lambda: all(w.synced.is_set() for w in self._ctj_watches))
+            server.add_readiness("jobs-synced", self.job_index.synced.is_set)
+            server.add_readiness("watches-synced", lambda: self.registry is not None and self.registry.synced())
+            server.add_readiness("shards-joined", self.ownership.joined)
+            server.start()
+        if s.webhook_port:
+            from changejob.webhook import serve  # the webhook is optional; import only when used
+
+            self._webhook = serve.start(settings=s, api_client=self.api_client, discovery_=self.discovery)
+            for server in self._servers:
+                server.add_readiness("webhook", self._webhook.ready)  # type: ignore[attr-defined]
+
+    def ready(self) -> bool:
+        return (all(w.synced.is_set() for w in self._ctj_watches) and self.job_index.synced.is_set()
+                and self.registry is not None and self.registry.synced() and self.ownership.joined())
+
+    @property
+    def probe_ports(self) -> list[int]:
+        return [s.port for s in self._servers]
+
+    def _worker(self) -> None:
+        assert self.reconciler is not None
+        while not self.stop_event.is_set():
+            self._last_loop = time.monotonic()
+            key = self.queue.get(timeout=5.0)
+            if key is None:
+                continue
+            try:
+                self.reconciler.reconcile(key)
+            except Exception:
+                metrics.reconcile_errors_total.inc()
+                log.exception("reconcile failed; retrying", extra={"ctj": f"{key[0]}/{key[1]}"})
+                self.queue.add_after(key, 2.0)
+            finally:
+                self.queue.done(key)
+                metrics.workqueue_depth.set(len(self.queue))
+                metrics.ctjs.set(len(self.ctjs.keys()))
+
+    def _resync(self) -> None:
+        """Safety net: every poll interval, re-check every owned CTJ from memory (no API calls)."""
+        period = self.settings.poll_interval.total_seconds()
+        while not self.stop_event.wait(period):
+            for key in self.ctjs.keys():
+                self.queue.add(key)
+
+    def run(self) -> None:
+        self.start()
+        try:
+            while not self.stop_event.wait(1.0):
+                pass
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        log.info("shutting down")
+        self.stop_event.set()
+        self.queue.close()
+        self.ownership.stop()
+        if self.registry is not None:
+            self.registry.stop()
+        for server in self._servers:
+            server.stop()
+        if self._webhook is not None:
+            self._webhook.stop()  # type: ignore[attr-defined]
+        tracing.shutdown()

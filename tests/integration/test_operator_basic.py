@@ -1,0 +1,107 @@
+"""The user guide's first ChangeTriggeredJob, run as written against the real operator."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from ctj_helpers import Kube, baseline_recorded, condition, ctj_body, wait_until
+
+pytestmark = pytest.mark.integration
+
+FIRST_TRIGGER = textwrap.dedent("""\
+    apiVersion: triggers.changejob.dev/v1alpha
+    kind: ChangeTriggeredJob
+    metadata:
+      name: my-first-trigger
+    spec:
+      jobTemplate:
+        spec:
+          template:
+            spec:
+              containers:
+              - name: hello
+                image: busybox:latest
+                command: ["sh", "-c", "echo 'ConfigMap changed at:' $(date)"]
+              restartPolicy: Never
+      resources:
+      - apiVersion: v1
+        kind: ConfigMap
+        name: my-config
+        namespace: {ns}
+    """)
+
+
+def test_first_trigger_from_the_guide(kube: Kube, operator: object) -> None:
+    kube.run("create", "configmap", "my-config", "-n", kube.ns, "--from-literal=key=value")
+    kube.apply(FIRST_TRIGGER.format(ns=kube.ns))
+    wait_until(baseline_recorded(kube, "my-first-trigger"), what="baseline")
+    ctj = kube.ctj("my-first-trigger")
+    assert ctj["spec"]["cooldown"] == "60s" and ctj["spec"]["history"] == 5  # CRD defaults
+    assert ctj["status"]["triggerCount"] == 0
+    assert kube.jobs("my-first-trigger") == []
+    assert condition(ctj, "Ready")["status"] == "True"  # type: ignore[index]
+
+    kube.run("patch", "configmap", "my-config", "-n", kube.ns, "-p", '{"data":{"key":"newvalue"}}')
+    jobs = wait_until(lambda: kube.jobs("my-first-trigger"), what="the Job")
+    assert len(jobs) == 1
+    job = jobs[0]
+    assert job["metadata"]["labels"]["changejob.dev/owner"] == "my-first-trigger"
+    owner = job["metadata"]["ownerReferences"][0]
+    assert owner["kind"] == "ChangeTriggeredJob" and owner["controller"] is True
+    assert "ConfigMap/" in job["metadata"]["annotations"]["changejob.dev/changed"]
+
+    def succeeded() -> dict[str, object] | None:
+        found = kube.ctj("my-first-trigger")
+        return found if found["status"].get("lastJobStatus") == "Succeeded" else None
+
+    ctj = wait_until(succeeded, timeout=60, what="lastJobStatus Succeeded")
+    status = ctj["status"]
+    assert status["lastJobName"] == job["metadata"]["name"]
+    assert status["lastTriggeredTime"]
+    assert status["triggerCount"] == 1
+    entry = status["resourceHashes"][0]
+    assert entry["kind"] == "ConfigMap" and entry["changed"] is False
+    assert entry["hash"] == entry["lastTriggeredHash"]
+
+    # The guide's inspection commands work as written.
+    out = kube.run("get", "changetriggeredjobs", "-n", kube.ns).stdout
+    assert "my-first-trigger" in out and job["metadata"]["name"] in out
+    assert "Succeeded" in kube.run("describe", "changetriggeredjob", "my-first-trigger", "-n", kube.ns).stdout
+    reasons = {e["reason"] for e in kube.events("my-first-trigger")}
+    assert {"BaselineRecorded", "JobCreated"} <= reasons
+
+
+def test_cooldown_defers_and_coalesces(kube: Kube, operator: object) -> None:
+    kube.run("create", "configmap", "cfg", "-n", kube.ns, "--from-literal=k=0")
+    kube.apply(ctj_body("cool", [{"apiVersion": "v1", "kind": "ConfigMap", "name": "cfg",
+                                  "namespace": kube.ns}], cooldown="6s"))
+    wait_until(baseline_recorded(kube, "cool"))
+    kube.patch("configmap", "cfg", {"data": {"k": "1"}})
+    wait_until(lambda: len(kube.jobs("cool")) == 1, what="first job")
+    for value in ("2", "3", "4"):
+        kube.patch("configmap", "cfg", {"data": {"k": value}})
+    deferred = wait_until(lambda: (kube.ctj("cool")["status"].get("nextTriggerTime") and kube.ctj("cool")),
+                          what="nextTriggerTime")
+    progressing = condition(deferred, "Progressing")
+    assert progressing is not None and progressing["reason"] == "CooldownDeferred"
+    assert len(kube.jobs("cool")) == 1  # not yet: inside the cooldown
+    jobs = wait_until(lambda: len(kube.jobs("cool")) == 2 and kube.jobs("cool"), timeout=20,
+                      what="the deferred job")
+    assert jobs[1]["metadata"]["annotations"]["changejob.dev/trigger"] == "2"
+    wait_until(lambda: "nextTriggerTime" not in kube.ctj("cool")["status"], what="deferral cleared")
+    # Three changes inside the cooldown made exactly one more Job.
+    assert len(kube.jobs("cool")) == 2
+
+
+def test_status_only_and_unselected_changes_do_not_trigger(kube: Kube, operator: object) -> None:
+    kube.run("create", "configmap", "watched", "-n", kube.ns, "--from-literal=a=1")
+    kube.apply(ctj_body("data-only", [{"apiVersion": "v1", "kind": "ConfigMap", "name": "watched",
+                                       "namespace": kube.ns, "fields": ["data"]}], cooldown="0s"))
+    wait_until(baseline_recorded(kube, "data-only"))
+    kube.run("annotate", "configmap", "watched", "-n", kube.ns, "note=x")
+    kube.run("label", "configmap", "watched", "-n", kube.ns, "tier=y")
+    kube.patch("configmap", "watched", {"data": {"a": "2"}})
+    jobs = wait_until(lambda: kube.jobs("data-only"), what="job after data change")
+    assert len(jobs) == 1
+    assert jobs[0]["metadata"]["annotations"]["changejob.dev/changed"].endswith(":data")

@@ -1,0 +1,334 @@
+#!/usr/bin/env bash
+# The local Kubernetes control plane for tests, benchmarks and the demo.
+#
+# kwokctl runs the locally built etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the
+# kwok controller as plain processes ("binary" runtime) on 127.0.0.1 only, with RBAC on. There is no
+# kubelet: the kwok controller plays it for one fake node, kwok-node-0, and moves pods through the
+# Stages in tools/kwokctl.yaml (Job pods succeed; pods labelled changejob.dev/test-fail=true fail).
+#
+# Usage: tools/cluster.sh COMMAND [NAME]
+#   up [NAME]                 create the cluster, or reuse it if it is healthy and up to date; a
+#                             crashed, stale or outdated cluster is deleted and created afresh.
+#                             Prints `export KUBECONFIG=...` on stdout.
+#   down [NAME]               delete the cluster and its work directory
+#   kubeconfig [NAME]         print the path of the admin kubeconfig
+#   check [NAME]              exit 0 if the cluster is up and healthy, 1 otherwise
+#   status                    list the clusters under $CLUSTER_DIR and their health
+#   apiserver-stop [NAME] [--kill]
+#                             stop only kube-apiserver: SIGTERM, then SIGKILL after
+#                             $APISERVER_STOP_GRACE seconds (default 5); --kill sends SIGKILL at once
+#   apiserver-start [NAME]    start every component that is not running (normally just the
+#                             kube-apiserver) and wait until /readyz answers ok
+#   apiserver-restart [NAME] [--kill]
+#                             apiserver-stop, then apiserver-start
+#
+# NAME defaults to $CHANGEJOB_CLUSTER_NAME, else changejob-test (the pytest fixture's cluster).
+# Environment: CLUSTER_DIR (default <repo>/.cluster, used as KWOK_WORKDIR), TOOLS_DIR (default
+# <repo>/.tools; binaries are taken from $TOOLS_DIR/bin), CLUSTER_READY_TIMEOUT (seconds, default 90).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+TOOLS_DIR=${TOOLS_DIR:-$repo/.tools}
+TOOLS_BIN=$TOOLS_DIR/bin
+CLUSTER_DIR=${CLUSTER_DIR:-$repo/.cluster}
+READY_TIMEOUT=${CLUSTER_READY_TIMEOUT:-90}
+APISERVER_STOP_GRACE=${APISERVER_STOP_GRACE:-5}
+DEFAULT_NAME=${CHANGEJOB_CLUSTER_NAME:-changejob-test}
+NODE_NAME=kwok-node-0
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok-controller)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl)
+
+mkdir -p "$CLUSTER_DIR"
+CLUSTER_DIR=$(cd "$CLUSTER_DIR" && pwd)
+export KWOK_WORKDIR=$CLUSTER_DIR
+
+log() { printf '[cluster %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+now_ms() { local t; t=$(date +%s%N); echo $((t / 1000000)); }
+
+workdir_of() { echo "$CLUSTER_DIR/clusters/$1"; }
+kubeconfig_of() { echo "$(workdir_of "$1")/kubeconfig.yaml"; }
+logfile_of() { echo "$CLUSTER_DIR/$1.kwokctl.log"; }
+stamp_of() { echo "$(workdir_of "$1")/.changejob-stamp"; }
+
+kwokctl() { "$TOOLS_BIN/kwokctl" "$@"; }
+kubectl_in() {  # kubectl_in NAME ARGS...
+  local name=$1; shift
+  "$TOOLS_BIN/kubectl" --kubeconfig "$(kubeconfig_of "$name")" --request-timeout=5s "$@"
+}
+
+check_name() {
+  [[ $1 =~ ^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$ ]] || die "invalid cluster name: $1"
+}
+
+check_tools() {
+  local b missing=()
+  for b in "${BINARIES[@]}"; do
+    [[ -x "$TOOLS_BIN/$b" ]] || missing+=("$b")
+  done
+  [[ ${#missing[@]} -eq 0 ]] || die "missing binaries in $TOOLS_BIN: ${missing[*]} (run: make tools)"
+}
+
+# The kwokctl configuration with absolute binary paths, written next to the cluster work directory.
+render_config() {  # render_config NAME -> path
+  local out="$CLUSTER_DIR/$1.kwokctl.yaml"
+  sed "s#@TOOLS_BIN@#$TOOLS_BIN#g" "$here/kwokctl.yaml" >"$out.tmp"
+  mv "$out.tmp" "$out"
+  echo "$out"
+}
+
+# Identifies what a cluster was built from: the rendered configuration and the exact binaries.
+# A cluster whose stamp differs (new pin, edited Stages) is recreated rather than reused.
+stamp_for() {  # stamp_for CONFIG
+  {
+    cat "$1"
+    local b
+    for b in "${BINARIES[@]}"; do readlink -f "$TOOLS_BIN/$b"; done
+  } | sha256sum | cut -c1-16
+}
+
+# Prints the pid in PIDFILE if that process is alive and is this cluster's component (its argv[0]
+# lies in the cluster's bin directory). A pid file left by a crash or a reboot may name an unrelated
+# process by now; such a pid is never signalled.
+component_pid() {  # component_pid NAME COMPONENT
+  local wd pidfile pid argv0 state
+  wd=$(workdir_of "$1")
+  pidfile="$wd/pids/$2.pid"
+  [[ -f "$pidfile" ]] || return 1
+  pid=$(<"$pidfile")
+  [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/cmdline ]] || return 1
+  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [[ $state != Z ]] || return 1
+  argv0=$(tr '\0' '\n' <"/proc/$pid/cmdline" | head -n1)
+  [[ $argv0 == "$wd/bin/"* ]] || return 1
+  echo "$pid"
+}
+
+# Healthy: every component process runs, /readyz is ok and the fake node is Ready.
+healthy() {  # healthy NAME [quiet]
+  local name=$1 c
+  [[ -f "$(kubeconfig_of "$name")" ]] || { reason="no kubeconfig"; return 1; }
+  for c in "${COMPONENTS[@]}"; do
+    component_pid "$name" "$c" >/dev/null || { reason="$c is not running"; return 1; }
+  done
+  kubectl_in "$name" get --raw /readyz >/dev/null 2>&1 || { reason="/readyz fails"; return 1; }
+  local ready
+  ready=$(kubectl_in "$name" get node "$NODE_NAME" \
+    -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) || ready=""
+  [[ $ready == True ]] || { reason="node $NODE_NAME is not Ready"; return 1; }
+  reason=""
+}
+
+wait_until() {  # wait_until TIMEOUT DESCRIPTION COMMAND...
+  local timeout=$1 what=$2; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || { log "timed out after ${timeout}s waiting for $what"; return 1; }
+    sleep 0.2
+  done
+}
+
+readyz() { kubectl_in "$1" get --raw /readyz; }
+node_ready() {
+  [[ $(kubectl_in "$1" get node "$NODE_NAME" \
+    -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}') == True ]]
+}
+default_sa() { kubectl_in "$1" -n default get serviceaccount default; }
+
+show_logs() {  # show_logs NAME: the tail of kwokctl's and every component's log, for diagnosis
+  local name=$1 f
+  for f in "$(logfile_of "$name")" "$(workdir_of "$name")"/logs/*.log; do
+    [[ -f "$f" ]] || continue
+    printf '\n----- %s (last 20 lines)\n' "$f" >&2
+    tail -n 20 "$f" >&2 || true
+  done
+}
+
+destroy() {  # destroy NAME: stop and delete, even if the cluster is half-dead
+  local name=$1 wd c pid
+  wd=$(workdir_of "$name")
+  [[ -d "$wd" ]] || return 0
+  log "deleting cluster $name"
+  # Forget pid files that no longer name this cluster's processes, so kwokctl signals nothing else.
+  for c in "${COMPONENTS[@]}"; do
+    component_pid "$name" "$c" >/dev/null || rm -f "$wd/pids/$c.pid"
+  done
+  # --kubeconfig names a file kwokctl may edit instead of ~/.kube/config, which is never touched.
+  kwokctl --name "$name" delete cluster --kubeconfig "$CLUSTER_DIR/.kubeconfig-scratch" \
+    >>"$(logfile_of "$name")" 2>&1 ||
+    log "kwokctl delete failed; removing the cluster by hand"
+  for c in "${COMPONENTS[@]}"; do
+    if pid=$(component_pid "$name" "$c"); then kill -KILL "$pid" 2>/dev/null || true; fi
+  done
+  rm -rf "$wd"
+}
+
+create() {  # create NAME CONFIG STAMP
+  local name=$1 config=$2 stamp=$3 start logfile
+  start=$(now_ms)
+  logfile=$(logfile_of "$name")
+  : >"$logfile"
+  log "creating cluster $name (log: $logfile)"
+  if ! kwokctl -c "$config" --name "$name" create cluster --kubeconfig "" \
+      --timeout 2m --wait "${READY_TIMEOUT}s" >>"$logfile" 2>&1; then
+    show_logs "$name"; destroy "$name"; die "kwokctl create cluster failed"
+  fi
+  # One fake node, with room for the many short-lived Job pods benchmarks create.
+  if ! kwokctl --name "$name" scale node "$NODE_NAME" --replicas 1 --serial-length 0 \
+      --param '.allocatable.pods=10000' --param '.allocatable.cpu=1000' \
+      --param '.allocatable.memory="4Ti"' >>"$logfile" 2>&1; then
+    show_logs "$name"; destroy "$name"; die "kwokctl scale node failed"
+  fi
+  if ! wait_until "$READY_TIMEOUT" "/readyz" readyz "$name" ||
+     ! wait_until "$READY_TIMEOUT" "node $NODE_NAME Ready" node_ready "$name" ||
+     ! wait_until "$READY_TIMEOUT" "the default ServiceAccount" default_sa "$name"; then
+    show_logs "$name"; destroy "$name"; die "cluster $name did not become ready"
+  fi
+  echo "$stamp" >"$(stamp_of "$name")"
+  local ms=$(( $(now_ms) - start ))
+  log "cluster $name ready in $((ms / 1000)).$(printf '%03d' $((ms % 1000)))s"
+}
+
+cmd_up() {
+  local name=$1 config stamp wd reason=""
+  check_tools
+  exec 9>"$CLUSTER_DIR/$name.lock"
+  flock 9
+  config=$(render_config "$name")
+  stamp=$(stamp_for "$config")
+  wd=$(workdir_of "$name")
+  if [[ -d "$wd" ]]; then
+    if [[ $(cat "$(stamp_of "$name")" 2>/dev/null) != "$stamp" ]]; then
+      log "cluster $name was built from another configuration or other binaries; recreating"
+      destroy "$name"
+    elif ! healthy "$name"; then
+      log "cluster $name is not healthy ($reason); recreating"
+      destroy "$name"
+    else
+      log "reusing healthy cluster $name"
+    fi
+  fi
+  if [[ ! -d "$wd" ]]; then
+    # Creation takes a machine-wide lock so two clusters never race for the same free ports.
+    exec 8>"$CLUSTER_DIR/.create.lock"
+    flock 8
+    create "$name" "$config" "$stamp"
+    flock -u 8
+  fi
+  echo "export KUBECONFIG=$(kubeconfig_of "$name")"
+}
+
+cmd_down() {
+  local name=$1
+  exec 9>"$CLUSTER_DIR/$name.lock"
+  flock 9
+  if [[ -d "$(workdir_of "$name")" ]]; then
+    check_tools
+    destroy "$name"
+    log "cluster $name deleted"
+  else
+    log "no cluster $name"
+  fi
+  rm -f "$CLUSTER_DIR/$name.kwokctl.yaml" "$(logfile_of "$name")"
+}
+
+cmd_kubeconfig() {
+  local kc
+  kc=$(kubeconfig_of "$1")
+  [[ -f "$kc" ]] || die "no cluster $1 (run: tools/cluster.sh up $1)"
+  echo "$kc"
+}
+
+cmd_check() {
+  local reason=""
+  healthy "$1" || { log "cluster $1 is not healthy: $reason"; return 1; }
+}
+
+cmd_status() {
+  local wd name reason server c states
+  shopt -s nullglob
+  local found=0
+  for wd in "$CLUSTER_DIR"/clusters/*/; do
+    found=1
+    name=$(basename "$wd")
+    server=$(awk '/server:/ {print $2; exit}' "$wd/kubeconfig.yaml" 2>/dev/null || true)
+    states=""
+    for c in "${COMPONENTS[@]}"; do
+      if component_pid "$name" "$c" >/dev/null; then states+=" $c=up"; else states+=" $c=DOWN"; fi
+    done
+    if healthy "$name"; then
+      printf '%-20s healthy    %s\n' "$name" "${server:-?}"
+    else
+      printf '%-20s UNHEALTHY  %s (%s)\n' "$name" "${server:-?}" "$reason"
+    fi
+    printf '%-20s           %s\n' "" "${states# }"
+  done
+  [[ $found -eq 1 ]] || echo "no clusters in $CLUSTER_DIR"
+}
+
+cmd_apiserver_stop() {
+  local name=$1 mode=${2:-} pid wd deadline
+  wd=$(workdir_of "$name")
+  [[ -d "$wd" ]] || die "no cluster $name"
+  if ! pid=$(component_pid "$name" kube-apiserver); then
+    log "kube-apiserver of $name is not running"
+    rm -f "$wd/pids/kube-apiserver.pid"
+    return 0
+  fi
+  if [[ $mode == --kill ]]; then
+    log "killing kube-apiserver of $name (pid $pid)"
+    kill -KILL "$pid" 2>/dev/null || true
+  else
+    # A graceful kube-apiserver shutdown waits for open watch connections (up to a minute), so the
+    # grace period is short: the listener closes at once, which is what clients observe.
+    log "stopping kube-apiserver of $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + APISERVER_STOP_GRACE))
+    while component_pid "$name" kube-apiserver >/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  deadline=$((SECONDS + 10))
+  while component_pid "$name" kube-apiserver >/dev/null; do
+    ((SECONDS < deadline)) || die "kube-apiserver (pid $pid) does not exit"
+    sleep 0.1
+  done
+  rm -f "$wd/pids/kube-apiserver.pid"
+  log "kube-apiserver of $name stopped"
+}
+
+cmd_apiserver_start() {
+  local name=$1 start
+  [[ -d "$(workdir_of "$name")" ]] || die "no cluster $name"
+  check_tools
+  start=$(now_ms)
+  # kwokctl starts only the components whose pid file names no live process.
+  kwokctl --name "$name" start cluster >>"$(logfile_of "$name")" 2>&1 || {
+    show_logs "$name"; die "kwokctl start cluster failed"; }
+  wait_until "$READY_TIMEOUT" "/readyz" readyz "$name" || { show_logs "$name"; die "kube-apiserver not ready"; }
+  log "kube-apiserver of $name ready again in $(( ($(now_ms) - start) ))ms"
+}
+
+main() {
+  local cmd=${1:-help}
+  shift || true
+  local name=$DEFAULT_NAME
+  if [[ $# -gt 0 && $1 != --* ]]; then name=$1; shift; fi
+  case $cmd in
+    up|down|kubeconfig|check|apiserver-stop|apiserver-start|apiserver-restart) check_name "$name" ;;
+  esac
+  case $cmd in
+    up) cmd_up "$name" ;;
+    down) cmd_down "$name" ;;
+    kubeconfig) cmd_kubeconfig "$name" ;;
+    check) cmd_check "$name" ;;
+    status) cmd_status ;;
+    apiserver-stop) cmd_apiserver_stop "$name" "${1:-}" ;;
+    apiserver-start) cmd_apiserver_start "$name" ;;
+    apiserver-restart) cmd_apiserver_stop "$name" "${1:-}"; cmd_apiserver_start "$name" ;;
+    help|-h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
+    *) die "unknown command: $cmd (try: tools/cluster.sh help)" ;;
+  esac
+}
+
+main "$@"
