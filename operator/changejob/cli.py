@@ -14,6 +14,7 @@ import pydantic
 from changejob import __version__, settings
 from changejob.runtime import manager
 from changejob.telemetry import logs, tracing
+from changejob.webhook import serve
 
 log = logging.getLogger("changejob")
 
@@ -48,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logs.setup(level=config.log_level, fmt=config.log_format)
     tracing.setup(service_name="kube-changejob")
-    mgr = manager.Manager(config)
+    mgr = manager.Manager(config, webhook=lambda m: serve.start(settings=config, api_client=m.api_client,
+                                                                 discovery_=m.discovery))
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         del frame

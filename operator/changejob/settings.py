@@ -85,7 +85,7 @@ class Settings(BaseSettings):
         if not lease > renew:
             raise ValueError("--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline")
         if not renew > retry * 1.2:
-            raise ValueError("--leader-elect-renew-deadline must be greater than 1.2 × "
+            raise ValueError("--leader-elect-renew-deadline must be greater than 1.2 x "
                              "--leader-elect-retry-period")
         if self.poll_interval <= timedelta(0):
             raise ValueError("--poll-interval must be positive")

@@ -70,12 +70,12 @@ def load_api_client(*, kubeconfig: str | None = None, context: str | None = None
     """
     path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     if kubeconfig or os.path.exists(path):
-        api: k8s_client.ApiClient = k8s_config.new_client_from_config(
+        api: k8s_client.ApiClient = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=path.split(os.pathsep)[0], context=context
         )
     else:
         configuration = k8s_client.Configuration()
-        k8s_config.load_incluster_config(client_configuration=configuration)
+        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         api = k8s_client.ApiClient(configuration)
     api.configuration.connection_pool_maxsize = 64
     api.user_agent = USER_AGENT
@@ -89,7 +89,7 @@ class Transport:
 
     def __init__(self, api_client: k8s_client.ApiClient) -> None:
         self.api_client = api_client
-        self._host = api_client.configuration.host.rstrip("/")
+        self._host = str(api_client.configuration.host).rstrip("/")
         self._pool: urllib3.PoolManager = api_client.rest_client.pool_manager
 
     def _headers(self, content_type: str | None) -> dict[str, str]:
@@ -98,7 +98,7 @@ class Transport:
             headers["Content-Type"] = content_type
         auth = self.api_client.configuration.auth_settings().get("BearerToken")
         if auth and auth.get("value"):
-            headers["Authorization"] = auth["value"]
+            headers["Authorization"] = str(auth["value"])
         return headers
 
     def url(self, path: str, query: Mapping[str, Any] | None = None) -> str:

@@ -11,6 +11,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
+
+from kubernetes import client as k8s_client
 
 from changejob import settings as settings_mod
 from changejob.domain import jobs
@@ -22,15 +25,24 @@ log = logging.getLogger(__name__)
 CtjKey = tuple[str, str]
 
 
+class Service(Protocol):
+    """Something the manager runs beside the controllers (the admission webhook)."""
+
+    def ready(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
 class Manager:
-    def __init__(self, settings: settings_mod.Settings, *, api_client: object | None = None) -> None:
+    def __init__(self, settings: settings_mod.Settings, *, api_client: k8s_client.ApiClient | None = None,
+                 webhook: Callable[[Manager], Service] | None = None) -> None:
         self.settings = settings
         self.stop_event = threading.Event()
         self.api_client = api_client or transport.load_api_client(kubeconfig=settings.kubeconfig,
                                                                   context=settings.context)
-        self.transport = transport.Transport(self.api_client)  # type: ignore[arg-type]
+        self.transport = transport.Transport(self.api_client)
         self.writer = writes.Writer(self.transport, instance=settings.identity)
-        self.discovery = discovery.Discovery(self.api_client)  # type: ignore[arg-type]
+        self.discovery = discovery.Discovery(self.api_client)
         self.queue: queue.WorkQueue[CtjKey] = queue.WorkQueue()
         self.ownership: ownership.Ownership
         if settings.leader_elect:
@@ -46,7 +58,8 @@ class Manager:
         self.reconciler: reconciler.Reconciler | None = None
         self._threads: list[threading.Thread] = []
         self._servers: list[probes.Server] = []
-        self._webhook: object | None = None
+        self._start_webhook = webhook
+        self._webhook: Service | None = None
         self._ctj_watches: list[watch.ListWatch] = []
         self._last_loop = time.monotonic()
 
@@ -141,12 +154,10 @@ class Manager:
             server.add_readiness("watches-synced", lambda: self.registry is not None and self.registry.synced())
             server.add_readiness("shards-joined", self.ownership.joined)
             server.start()
-        if s.webhook_port:
-            from changejob.webhook import serve  # the webhook is optional; import only when used
-
-            self._webhook = serve.start(settings=s, api_client=self.api_client, discovery_=self.discovery)
+        if s.webhook_port and self._start_webhook is not None:
+            self._webhook = self._start_webhook(self)
             for server in self._servers:
-                server.add_readiness("webhook", self._webhook.ready)  # type: ignore[attr-defined]
+                server.add_readiness("webhook", self._webhook.ready)
 
     def ready(self) -> bool:
         return (all(w.synced.is_set() for w in self._ctj_watches) and self.job_index.synced.is_set()
@@ -199,5 +210,5 @@ class Manager:
         for server in self._servers:
             server.stop()
         if self._webhook is not None:
-            self._webhook.stop()  # type: ignore[attr-defined]
+            self._webhook.stop()
         tracing.shutdown()

@@ -160,13 +160,24 @@ class LeaseMembership:
         return self._stop.is_set() or self._closing.is_set()
 
     def _sleep(self, *, until: float) -> None:
+        """Wait for the next round; drop the shards at once if the renew deadline passes meanwhile."""
         while (left := until - self._clock()) > 0 and not self._halted():
-            self._closing.wait(min(left, 0.25))
+            trusted = self.trusted_until()
+            if self._owned and trusted is not None:
+                if trusted <= self._clock():
+                    with self._lock:
+                        self._drop_if_stale()
+                    continue
+                left = min(left, trusted - self._clock())
+            self._closing.wait(max(0.0, min(left, 0.25)))
 
-    def _round(self) -> None:
+    def _drop_if_stale(self) -> None:
         if self._owned and not self._fresh():
             log.warning("member Lease not renewed for %.1fs: dropping all shards", self.renew_deadline)
             self._set_owned(frozenset())
+
+    def _round(self) -> None:
+        self._drop_if_stale()
         if not self._renew():
             return
         try:
@@ -189,9 +200,18 @@ class LeaseMembership:
         self._joined.set()
 
     # --- membership -------------------------------------------------------------------------------
-    def _fresh(self) -> bool:
+    def trusted_until(self) -> float | None:
+        """The local monotonic time until which held shards may be acted on (None: not a member).
+
+        The last successful renewal of the member Lease (the time its request was sent) plus the
+        renew deadline; ``may_act`` is False from then on until a renewal succeeds again.
+        """
         renewed = self._renewed_at
-        return renewed is not None and self._clock() - renewed < self.renew_deadline
+        return None if renewed is None else renewed + self.renew_deadline
+
+    def _fresh(self) -> bool:
+        trusted = self.trusted_until()
+        return trusted is not None and self._clock() < trusted
 
     def _renew(self) -> bool:
         """Write the member Lease (create it if needed); True if this replica's membership is fresh."""
