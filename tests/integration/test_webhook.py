@@ -155,7 +155,7 @@ def wait_until(check: Callable[[], bool], *, timeout: float = 30.0, what: str) -
 @pytest.fixture
 def webhook(cluster: Any, api_client: Any, namespace: str, tmp_path: Path) -> Iterator[Webhook]:
     kubectl: Kubectl = cluster.kubectl
-    kubectl("apply", "-f", str(CRD))
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     kubectl(
         "wait",
         "--for=condition=Established",

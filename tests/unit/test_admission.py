@@ -532,6 +532,7 @@ def test_rotation_keeps_the_previous_ca_while_it_is_valid(bundle: certs.Bundle) 
     rotated = certs.issue(names=NAMES, now=later, previous_ca=bundle.ca_crt)
     new_ca, old_ca = x509.load_pem_x509_certificates(rotated.ca_crt)
     assert old_ca == x509.load_pem_x509_certificate(bundle.ca_crt)
+    assert new_ca.subject != old_ca.subject
     x509.load_pem_x509_certificate(rotated.tls_crt).verify_directly_issued_by(new_ca)
     # the next rotation drops the CA before last, and an expired previous CA is not carried
     again = certs.issue(names=NAMES, now=later + dt.timedelta(days=340), previous_ca=rotated.ca_crt)

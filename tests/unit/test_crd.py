@@ -226,7 +226,7 @@ def test_status_schema(status: Mapping[str, Any]) -> None:
     assert set(entry) == {"apiVersion", "kind", "name", "namespace", "fields", "hash",
                           "lastTriggeredHash", "changed", "state", "message"}
     assert entry["state"]["enum"] == ["Present", "Missing", "Forbidden", "Unknown"]
-    assert set(entry["fields"]["items"]["properties"]) == {"field", "hash"}
+    assert set(entry["fields"]["items"]["properties"]) == {"field", "hash", "lastTriggeredHash"}
 
 
 def test_printer_columns(version: Mapping[str, Any]) -> None:
@@ -244,7 +244,7 @@ def test_printer_columns(version: Mapping[str, Any]) -> None:
 def _doc_fields(section: str) -> set[str]:
     """The field names in the first column of docs/api.md's table under ``## section``."""
     text = API_DOC.read_text(encoding="utf-8")
-    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    body = text.split(f"## {section}\n", 1)[1].split("\n#", 1)[0]
     return set(re.findall(r"^\| `([^`]+)` \|", body, flags=re.MULTILINE))
 
 

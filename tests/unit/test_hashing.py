@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -152,12 +153,13 @@ def test_default_whole_object_ignores_status_and_volatile_metadata() -> None:
 def test_whole_object_sees_spec_labels_and_annotations() -> None:
     hasher = hashing.ObjectHasher(fields=["*"])
     base = hasher.hash(deployment())[1]
-    for change in (
+    changes: list[Callable[[dict[str, Any]], None]] = [
         lambda o: o["spec"].update(replicas=4),
         lambda o: o["metadata"]["labels"].update(tier="front"),
         lambda o: o["metadata"].update(annotations={"note": "x"}),
         lambda o: o["spec"]["template"]["spec"]["containers"][0].update(image="nginx:1.26"),
-    ):
+    ]
+    for change in changes:
         obj = deployment()
         change(obj)
         assert hasher.hash(obj)[1] != base
@@ -210,7 +212,7 @@ def test_hasher_describes_itself_and_does_not_modify_the_object() -> None:
     assert hasher.fields == ("*", "status")
     assert hasher.keyed
     assert "keyed=True" in repr(hasher)
-    assert "KEY" not in repr(hasher)
+    assert repr(KEY) not in repr(hasher)
     obj = deployment()
     hasher.hash(obj)
     assert obj == deployment()

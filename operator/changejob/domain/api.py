@@ -147,16 +147,15 @@ def parse_duration(text: str) -> datetime.timedelta:
     """
     if not isinstance(text, str):
         raise ValueError(f'invalid duration {text!r}: expected a string such as "30s"')
-    stripped = text.strip()
-    if stripped.startswith("-"):
+    if text.startswith("-"):
         raise ValueError(f"invalid duration {text!r}: must not be negative")
-    if not _DURATION_RE.fullmatch(stripped):
+    if not _DURATION_RE.fullmatch(text):
         raise ValueError(
             f'invalid duration {text!r}: expected a Go duration such as "30s", "15m" or "1h30m" '
             "(units ns, us, ms, s, m, h)"
         )
     total = 0
-    for whole, fraction, unit in _DURATION_PART_RE.findall(stripped):
+    for whole, fraction, unit in _DURATION_PART_RE.findall(text):
         scale = _NANOSECONDS[unit]
         total += int(whole or "0") * scale
         if fraction:
@@ -211,8 +210,7 @@ def name_errors(name: str) -> tuple[str, ...]:
         return ("must not be empty",)
     if len(name) > MAX_NAME_LENGTH:
         problems.append(
-            f"must be at most {MAX_NAME_LENGTH} characters (it is the value of the Jobs' owner label), "
-            f"got {len(name)}"
+            f"must be at most {MAX_NAME_LENGTH} characters (it is the value of the Jobs' owner label), got {len(name)}"
         )
     if not _DNS_SUBDOMAIN_RE.fullmatch(name):
         problems.append(

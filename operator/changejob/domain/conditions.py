@@ -18,9 +18,7 @@ ORDER: Final = ("Ready", "Available", "Progressing", "Degraded")
 """Condition types in the order they appear; any other type follows them, in its existing order."""
 
 _RANK: Final = {kind: rank for rank, kind in enumerate(ORDER)}
-_RFC3339: Final = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})?"
-)
+_RFC3339: Final = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})?")
 
 
 def rfc3339(dt: datetime.datetime) -> str:

@@ -590,8 +590,7 @@ class _Parser:
         value = _parse_literal(word)
         if value is ABSENT:
             raise self.fail(
-                f"invalid filter value {word!r}: expected @.path, a quoted string, a number, "
-                "true, false or null",
+                f"invalid filter value {word!r}: expected @.path, a quoted string, a number, true, false or null",
                 start,
             )
         return lambda _node: [value]

@@ -110,9 +110,7 @@ def _single_field(name: str, extract: _Extract, to_digest: Callable[[Any], str])
     return hash_one
 
 
-def _many_fields(
-    paths: tuple[tuple[str, _Extract], ...], to_digest: Callable[[Any], str]
-) -> Callable[..., _Result]:
+def _many_fields(paths: tuple[tuple[str, _Extract], ...], to_digest: Callable[[Any], str]) -> Callable[..., _Result]:
     def hash_many(obj: Mapping[str, Any]) -> _Result:
         pairs = tuple([(name, to_digest(extract(obj))) for name, extract in paths])
         return pairs, _xxh3_128("\n".join([value for _, value in pairs]).encode())

@@ -54,8 +54,7 @@ def changed_indexes(references: Sequence[str], observed: Sequence[str | None]) -
     """
     if len(references) != len(observed):
         raise ValueError(
-            f"references and observed must have one entry per resource, got {len(references)} "
-            f"and {len(observed)}"
+            f"references and observed must have one entry per resource, got {len(references)} and {len(observed)}"
         )
     return tuple(
         index

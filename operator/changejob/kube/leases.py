@@ -56,7 +56,7 @@ def member_name(identity: str) -> str:
     if clean == identity and len(name) <= _MAX_NAME:
         return name
     digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
-    return f"{name[:_MAX_NAME - 11]}-{digest}"
+    return f"{name[: _MAX_NAME - 11]}-{digest}"
 
 
 def shard_name(shard: int) -> str:
@@ -108,30 +108,46 @@ def shard_number(lease: Mapping[str, Any]) -> int | None:
 def member_body(*, namespace: str, identity: str, duration: float, now: datetime) -> Lease:
     stamp = micro_time(now)
     return {
-        "apiVersion": API_VERSION, "kind": "Lease",
-        "metadata": {"name": member_name(identity), "namespace": namespace,
-                     "labels": {ROLE_LABEL: MEMBER_ROLE}},
-        "spec": {"holderIdentity": identity, "leaseDurationSeconds": duration_seconds(duration),
-                 "acquireTime": stamp, "renewTime": stamp},
+        "apiVersion": API_VERSION,
+        "kind": "Lease",
+        "metadata": {"name": member_name(identity), "namespace": namespace, "labels": {ROLE_LABEL: MEMBER_ROLE}},
+        "spec": {
+            "holderIdentity": identity,
+            "leaseDurationSeconds": duration_seconds(duration),
+            "acquireTime": stamp,
+            "renewTime": stamp,
+        },
     }
 
 
 def shard_body(*, namespace: str, shard: int, identity: str, duration: float, now: datetime) -> Lease:
     stamp = micro_time(now)
     return {
-        "apiVersion": API_VERSION, "kind": "Lease",
-        "metadata": {"name": shard_name(shard), "namespace": namespace,
-                     "labels": {ROLE_LABEL: SHARD_ROLE, SHARD_LABEL: str(shard)}},
-        "spec": {"holderIdentity": identity, "leaseDurationSeconds": duration_seconds(duration),
-                 "acquireTime": stamp, "renewTime": stamp, "leaseTransitions": 0},
+        "apiVersion": API_VERSION,
+        "kind": "Lease",
+        "metadata": {
+            "name": shard_name(shard),
+            "namespace": namespace,
+            "labels": {ROLE_LABEL: SHARD_ROLE, SHARD_LABEL: str(shard)},
+        },
+        "spec": {
+            "holderIdentity": identity,
+            "leaseDurationSeconds": duration_seconds(duration),
+            "acquireTime": stamp,
+            "renewTime": stamp,
+            "leaseTransitions": 0,
+        },
     }
 
 
 def renewed(lease: Mapping[str, Any], *, duration: float, now: datetime) -> Lease:
     """``lease`` with a new renewTime; resourceVersion kept, so the update is a compare-and-swap."""
     out = copy.deepcopy(dict(lease))
-    out["spec"] = {**(out.get("spec") or {}), "renewTime": micro_time(now),
-                   "leaseDurationSeconds": duration_seconds(duration)}
+    out["spec"] = {
+        **(out.get("spec") or {}),
+        "renewTime": micro_time(now),
+        "leaseDurationSeconds": duration_seconds(duration),
+    }
     return out
 
 
@@ -142,8 +158,9 @@ def taken(lease: Mapping[str, Any], *, identity: str, duration: float, now: date
     if spec.get("holderIdentity") != identity:
         spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
     stamp = micro_time(now)
-    spec.update(holderIdentity=identity, acquireTime=stamp, renewTime=stamp,
-                leaseDurationSeconds=duration_seconds(duration))
+    spec.update(
+        holderIdentity=identity, acquireTime=stamp, renewTime=stamp, leaseDurationSeconds=duration_seconds(duration)
+    )
     out["spec"] = spec
     return out
 
@@ -170,16 +187,23 @@ class Snapshot:
 class Leases:
     """The Lease calls of one replica, in one namespace, through an explicit transport."""
 
-    def __init__(self, t: transport.Transport, *, namespace: str,
-                 timeout: tuple[float, float] = transport.DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, t: transport.Transport, *, namespace: str, timeout: tuple[float, float] = transport.DEFAULT_TIMEOUT
+    ) -> None:
         self._t = t
         self.namespace = namespace
         self._timeout = timeout
 
     def snapshot(self) -> Snapshot:
         """Member and shard Leases in one call (a few dozen small objects: no pagination)."""
-        page = self._t.request("GET", path(self.namespace), query={"labelSelector": SELECTOR},
-                               timeout=self._timeout, span_resource="leases", namespace=self.namespace)
+        page = self._t.request(
+            "GET",
+            path(self.namespace),
+            query={"labelSelector": SELECTOR},
+            timeout=self._timeout,
+            span_resource="leases",
+            namespace=self.namespace,
+        )
         members: list[Lease] = []
         shards: dict[int, Lease] = {}
         for item in (page or {}).get("items") or ():
@@ -191,8 +215,14 @@ class Leases:
 
     def get(self, name: str) -> Lease | None:
         try:
-            lease: Lease = self._t.request("GET", path(self.namespace, name), timeout=self._timeout,
-                                           span_resource="leases", namespace=self.namespace, name=name)
+            lease: Lease = self._t.request(
+                "GET",
+                path(self.namespace, name),
+                timeout=self._timeout,
+                span_resource="leases",
+                namespace=self.namespace,
+                name=name,
+            )
         except transport.ApiError as exc:
             if exc.not_found:
                 return None
@@ -208,8 +238,11 @@ class Leases:
 
     def delete(self, lease: Mapping[str, Any]) -> None:
         """Delete ``lease`` if it is still the version given; gone already counts as deleted."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1",
-                "preconditions": {"resourceVersion": resource_version(lease)}}
+        body = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": {"resourceVersion": resource_version(lease)},
+        }
         try:
             self._write("DELETE", path(self.namespace, name_of(lease)), body, name=name_of(lease))
         except transport.ApiError as exc:
@@ -218,12 +251,19 @@ class Leases:
 
     def _write(self, method: str, url: str, body: Mapping[str, Any], *, name: str | None = None) -> Lease:
         try:
-            out: Lease = self._t.request(method, url, body=body, timeout=self._timeout,
-                                         span_resource="leases", namespace=self.namespace,
-                                         name=name or name_of(body))
+            out: Lease = self._t.request(
+                method,
+                url,
+                body=body,
+                timeout=self._timeout,
+                span_resource="leases",
+                namespace=self.namespace,
+                name=name or name_of(body),
+            )
         except transport.ApiError as exc:
             metrics.lease_writes_total.labels(
-                result="conflict" if exc.conflict or exc.already_exists else "error").inc()
+                result="conflict" if exc.conflict or exc.already_exists else "error"
+            ).inc()
             raise
         metrics.lease_writes_total.labels(result="ok").inc()
         return out

@@ -49,7 +49,7 @@ def _transient(exc: BaseException) -> bool:
 # by the callers, which must re-read before writing again.
 retry_transient = tenacity.retry(
     retry=tenacity.retry_if_exception(_transient),
-    wait=tenacity.wait_exponential_jitter(initial=0.2, max=5.0),
+    wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
     stop=tenacity.stop_after_attempt(5),
     reraise=True,
 )

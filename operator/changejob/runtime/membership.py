@@ -83,16 +83,24 @@ class _Seen:
 class LeaseMembership:
     """Owns the shards a Lease-based assignment gives this replica (see the module docstring)."""
 
-    def __init__(self, *, transport_: transport.Transport, settings: settings_mod.Settings,
-                 stop: threading.Event, clock: Clock = time.monotonic, wall: WallClock = _utc_now) -> None:
+    def __init__(
+        self,
+        *,
+        transport_: transport.Transport,
+        settings: settings_mod.Settings,
+        stop: threading.Event,
+        clock: Clock = time.monotonic,
+        wall: WallClock = _utc_now,
+    ) -> None:
         self.shards = settings.shards
         self.identity = settings.identity
         self.lease_duration = settings.leader_elect_lease_duration.total_seconds()
         self.renew_deadline = settings.leader_elect_renew_deadline.total_seconds()
         self.retry_period = settings.leader_elect_retry_period.total_seconds()
         half = self.renew_deadline / 2
-        self._leases = leases.Leases(transport_, namespace=settings.leader_election_namespace,
-                                     timeout=(min(half, 5.0), half))
+        self._leases = leases.Leases(
+            transport_, namespace=settings.leader_election_namespace, timeout=(min(half, 5.0), half)
+        )
         self._stop = stop
         self._closing = threading.Event()
         self._clock = clock
@@ -188,8 +196,11 @@ class LeaseMembership:
         live = self._live(snapshot.members, now=self._clock())
         live.add(self.identity)
         desired = shards.assign(shards=self.shards, members=sorted(live))
-        self._held = {n: lease for n, lease in snapshot.shards.items()
-                      if n < self.shards and leases.holder(lease) == self.identity}
+        self._held = {
+            n: lease
+            for n, lease in snapshot.shards.items()
+            if n < self.shards and leases.holder(lease) == self.identity
+        }
         keep = frozenset(n for n in self._owned if n in self._held and desired.get(n) == self.identity)
         self._set_owned(keep)
         for shard, lease in sorted(self._held.items()):
@@ -223,7 +234,8 @@ class LeaseMembership:
             else:
                 try:
                     self._member = self._leases.update(
-                        leases.renewed(self._member, duration=self.lease_duration, now=now))
+                        leases.renewed(self._member, duration=self.lease_duration, now=now)
+                    )
                 except transport.ApiError as exc:
                     if not (exc.conflict or exc.not_found):
                         raise
@@ -237,11 +249,14 @@ class LeaseMembership:
     def _create_or_renew(self, now: datetime) -> leases.Lease:
         existing = self._leases.get(leases.member_name(self.identity))
         if existing is None:
-            return self._leases.create(leases.member_body(
-                namespace=self._leases.namespace, identity=self.identity, duration=self.lease_duration,
-                now=now))
-        return self._leases.update(leases.taken(existing, identity=self.identity,
-                                                duration=self.lease_duration, now=now))
+            return self._leases.create(
+                leases.member_body(
+                    namespace=self._leases.namespace, identity=self.identity, duration=self.lease_duration, now=now
+                )
+            )
+        return self._leases.update(
+            leases.taken(existing, identity=self.identity, duration=self.lease_duration, now=now)
+        )
 
     def _live(self, members: Iterable[leases.Lease], *, now: float) -> set[str]:
         """Identities whose member Lease changed within its duration, by local observation."""
@@ -266,7 +281,7 @@ class LeaseMembership:
         if min(live) != self.identity:
             return
         for lease in members:
-            if leases.holder(lease) in live or leases.name_of(lease) not in self._seen:
+            if leases.holder(lease) in live:
                 continue
             log.info("deleting expired member Lease %s", leases.name_of(lease))
             try:
@@ -292,8 +307,7 @@ class LeaseMembership:
         self._renewed_at = None
 
     # --- shards -----------------------------------------------------------------------------------
-    def _acquire_desired(self, *, desired: dict[int, str], live: set[str],
-                         current: dict[int, leases.Lease]) -> None:
+    def _acquire_desired(self, *, desired: dict[int, str], live: set[str], current: dict[int, leases.Lease]) -> None:
         gained: set[int] = set()
         for shard in range(self.shards):
             if desired.get(shard) != self.identity or shard in self._owned:
@@ -312,12 +326,19 @@ class LeaseMembership:
         now = self._wall()
         try:
             if lease is None:
-                out = self._leases.create(leases.shard_body(
-                    namespace=self._leases.namespace, shard=shard, identity=self.identity,
-                    duration=self.lease_duration, now=now))
+                out = self._leases.create(
+                    leases.shard_body(
+                        namespace=self._leases.namespace,
+                        shard=shard,
+                        identity=self.identity,
+                        duration=self.lease_duration,
+                        now=now,
+                    )
+                )
             else:
-                out = self._leases.update(leases.taken(lease, identity=self.identity,
-                                                       duration=self.lease_duration, now=now))
+                out = self._leases.update(
+                    leases.taken(lease, identity=self.identity, duration=self.lease_duration, now=now)
+                )
         except transport.ApiError as exc:
             if not (exc.conflict or exc.already_exists or exc.not_found):
                 log.warning("cannot acquire shard %d: %s", shard, exc)

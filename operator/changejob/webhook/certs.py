@@ -23,6 +23,7 @@ import datetime as dt
 import ipaddress
 import logging
 import os
+import secrets
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
@@ -166,9 +167,7 @@ def _issue_serving(
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     return cert, key
@@ -187,17 +186,16 @@ def _first_valid(pem: bytes, *, now: dt.datetime) -> bytes:
     return next((_pem(c) for c in certs if c.not_valid_after_utc > now), b"")
 
 
-def issue(
-    *, names: Names, now: dt.datetime, validity: dt.timedelta = VALIDITY, previous_ca: bytes = b""
-) -> Bundle:
+def issue(*, names: Names, now: dt.datetime, validity: dt.timedelta = VALIDITY, previous_ca: bytes = b"") -> Bundle:
     """A fresh CA and a serving certificate for ``names``, both valid for ``validity``.
 
     The first certificate of ``previous_ca`` is kept in the bundle while it is still valid: replicas
     that have not yet picked up the new certificate keep being trusted during a rotation.
     """
-    ca, ca_key = _issue_ca(
-        common_name=f"kube-changejob-ca@{int(now.timestamp())}", now=now, validity=validity
-    )
+    # a distinct subject per CA: during a rotation the bundle holds two, and chain building must
+    # not confuse them
+    ca_name = f"kube-changejob-ca-{now:%Y%m%d}-{secrets.token_hex(4)}"
+    ca, ca_key = _issue_ca(common_name=ca_name, now=now, validity=validity)
     cert, key = _issue_serving(names=names, ca=ca, ca_key=ca_key, now=now, validity=validity)
     previous = _first_valid(previous_ca, now=now)
     key_pem = key.private_bytes(
