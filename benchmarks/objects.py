@@ -66,7 +66,7 @@ def _container(index: int) -> dict[str, Any]:
         "imagePullPolicy": "IfNotPresent",
         "args": ["--port=8080", "--log-level=info", f"--shard={index}"],
         "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
-        "env": [{"name": f"ENV_{k}", "value": f"value-{index}-{k}"} for k in range(12)]
+        "env": [{"name": f"ENV_{k}", "value": f"value-{index}-{k}"} for k in range(18)]
         + [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}],
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
         "readinessProbe": {"httpGet": {"path": "/ready", "port": "http", "scheme": "HTTP"},

@@ -43,6 +43,13 @@ mkdir -p "$CLUSTER_DIR"
 CLUSTER_DIR=$(cd "$CLUSTER_DIR" && pwd)
 export KWOK_WORKDIR=$CLUSTER_DIR
 
+# Serialises work on one cluster (and, for CREATE, the choice of free ports) between invocations.
+lock() {  # lock FD NAME
+  mkdir -p "$CLUSTER_DIR/locks"
+  eval "exec $1>\"\$CLUSTER_DIR/locks/$2.lock\""
+  flock -w "${CLUSTER_LOCK_TIMEOUT:-300}" "$1" || die "timed out waiting for the lock $CLUSTER_DIR/locks/$2.lock"
+}
+
 log() { printf '[cluster %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 now_ms() { local t; t=$(date +%s%N); echo $((t / 1000000)); }
@@ -52,7 +59,9 @@ kubeconfig_of() { echo "$(workdir_of "$1")/kubeconfig.yaml"; }
 logfile_of() { echo "$CLUSTER_DIR/$1.kwokctl.log"; }
 stamp_of() { echo "$(workdir_of "$1")/.changejob-stamp"; }
 
-kwokctl() { "$TOOLS_BIN/kwokctl" "$@"; }
+# The lock descriptors (8, 9) are closed for kwokctl: the components it forks live on and would
+# otherwise hold the locks for as long as the cluster runs.
+kwokctl() { "$TOOLS_BIN/kwokctl" "$@" 8>&- 9>&-; }
 kubectl_in() {  # kubectl_in NAME ARGS...
   local name=$1; shift
   "$TOOLS_BIN/kubectl" --kubeconfig "$(kubeconfig_of "$name")" --request-timeout=5s "$@"
@@ -193,8 +202,7 @@ create() {  # create NAME CONFIG STAMP
 cmd_up() {
   local name=$1 config stamp wd reason=""
   check_tools
-  exec 9>"$CLUSTER_DIR/$name.lock"
-  flock 9
+  lock 9 "$name"
   config=$(render_config "$name")
   stamp=$(stamp_for "$config")
   wd=$(workdir_of "$name")
@@ -211,8 +219,7 @@ cmd_up() {
   fi
   if [[ ! -d "$wd" ]]; then
     # Creation takes a machine-wide lock so two clusters never race for the same free ports.
-    exec 8>"$CLUSTER_DIR/.create.lock"
-    flock 8
+    lock 8 .create
     create "$name" "$config" "$stamp"
     flock -u 8
   fi
@@ -221,8 +228,7 @@ cmd_up() {
 
 cmd_down() {
   local name=$1
-  exec 9>"$CLUSTER_DIR/$name.lock"
-  flock 9
+  lock 9 "$name"
   if [[ -d "$(workdir_of "$name")" ]]; then
     check_tools
     destroy "$name"

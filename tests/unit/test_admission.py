@@ -95,9 +95,7 @@ class JobValidator:
             if not c.get("image")
         ]
         if pod.get("restartPolicy") not in ("Never", "OnFailure"):
-            problems.append(
-                'spec.template.spec.restartPolicy: Required value: valid values: "OnFailure", "Never"'
-            )
+            problems.append('spec.template.spec.restartPolicy: Required value: valid values: "OnFailure", "Never"')
         if not problems:
             return None
         return f'Job.batch "{job["metadata"]["generateName"]}x" is invalid: ' + ", ".join(problems)
@@ -117,9 +115,7 @@ def ctj(*resources: dict[str, Any], **spec: Any) -> dict[str, Any]:
         "jobTemplate": {
             "metadata": {"labels": {"app": "sync"}},
             "spec": {
-                "template": {
-                    "spec": {"containers": [{"name": "c", "image": "busybox"}], "restartPolicy": "Never"}
-                }
+                "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}], "restartPolicy": "Never"}}
             },
         },
         "resources": list(resources),
@@ -231,8 +227,7 @@ def test_job_template_rejected_by_dry_run() -> None:
     response = review(request(obj))
     assert response["status"]["code"] == 400
     assert message(response) == (
-        'spec.jobTemplate: Job.batch "config-sync-x" is invalid: '
-        "spec.template.spec.containers[0].image: Required value"
+        'spec.jobTemplate: Job.batch "config-sync-x" is invalid: spec.template.spec.containers[0].image: Required value'
     )
 
 
@@ -314,6 +309,27 @@ def test_spec_and_kind_errors_are_reported_together() -> None:
     assert len(parts) == 2
     assert any(p.startswith("spec.history") for p in parts)
     assert "spec.resources[0]: resource kind does not exist: configmap (v1)" in parts
+
+
+class RecordingResolver(DictResolver):
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[str, str]] = []
+
+    def resolve(self, *, api_version: str, kind: str) -> discovery.ResourceType | None:
+        self.asked.append((api_version, kind))
+        return super().resolve(api_version=api_version, kind=kind)
+
+
+def test_malformed_api_version_is_not_looked_up() -> None:
+    resolver = RecordingResolver()
+    obj = ctj(dict(CONFIGMAP, apiVersion="../../v1"), dict(SECRET, kind="Bad Kind"), CONFIGMAP)
+    response = admission.review(
+        request(obj), resolver=resolver, access=Grants(*EVERYTHING_FOR_ALICE), dry_run_job=JobValidator()
+    )
+    parts = message(response).split("; ")
+    assert [p.split(":", 1)[0] for p in parts] == ["spec.resources[0].apiVersion", "spec.resources[1].kind"]
+    assert resolver.asked == [("v1", "ConfigMap")]
 
 
 def test_invalid_spec_asks_no_access_questions() -> None:
@@ -522,9 +538,7 @@ def test_rotation_is_due_thirty_days_before_expiry(bundle: certs.Bundle) -> None
     assert certs.needs_rotation(None, names=NAMES, now=NOW)
     other = certs.service_names(service="renamed", namespace="ops")
     assert certs.needs_rotation(bundle, names=other, now=NOW)
-    assert certs.needs_rotation(
-        certs.Bundle(ca_crt=b"x", tls_crt=b"garbage", tls_key=b"k"), names=NAMES, now=NOW
-    )
+    assert certs.needs_rotation(certs.Bundle(ca_crt=b"x", tls_crt=b"garbage", tls_key=b"k"), names=NAMES, now=NOW)
 
 
 def test_rotation_keeps_the_previous_ca_while_it_is_valid(bundle: certs.Bundle) -> None:
@@ -654,18 +668,13 @@ def test_https_round_trip_validate_and_mutate(
     assert webhook.ready()
     assert webhook.port > 0
     conn = client(webhook.port, live.ca_crt)
-    status, body = post(
-        conn, "/validate-ctj?timeout=10s", review_of(request(ctj(dict(CONFIGMAP, kind="configmap"))))
-    )
+    status, body = post(conn, "/validate-ctj?timeout=10s", review_of(request(ctj(dict(CONFIGMAP, kind="configmap")))))
     assert status == 200
     assert body["apiVersion"] == "admission.k8s.io/v1"
     assert body["kind"] == "AdmissionReview"
     assert body["response"]["uid"] == "req-1"
     assert body["response"]["allowed"] is False
-    assert (
-        body["response"]["status"]["message"]
-        == "spec.resources[0]: resource kind does not exist: configmap (v1)"
-    )
+    assert body["response"]["status"]["message"] == "spec.resources[0]: resource kind does not exist: configmap (v1)"
     # same connection (keep-alive), the mutating path
     status, body = post(conn, "/mutate-ctj", review_of(request(ctj(CONFIGMAP))))
     assert status == 200
@@ -765,9 +774,7 @@ def test_slow_handshake_does_not_block_others(
         done = threading.Event()
 
         def call() -> None:
-            status, _ = post(
-                client(webhook.port, live.ca_crt), "/mutate-ctj", review_of(request(ctj(CONFIGMAP)))
-            )
+            status, _ = post(client(webhook.port, live.ca_crt), "/mutate-ctj", review_of(request(ctj(CONFIGMAP))))
             if status == 200:
                 done.set()
 

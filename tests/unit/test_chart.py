@@ -49,8 +49,9 @@ def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedP
     return subprocess.run([helm, *args], capture_output=True, text=True, check=check, timeout=120)
 
 
-def template_text(helm: str, *sets: str, release: str = RELEASE, namespace: str = NAMESPACE,
-                  set_json: Iterable[str] = ()) -> str:
+def template_text(
+    helm: str, *sets: str, release: str = RELEASE, namespace: str = NAMESPACE, set_json: Iterable[str] = ()
+) -> str:
     args = ["template", release, str(CHART), "--namespace", namespace]
     for value in sets:
         args += ["--set", value]
@@ -59,15 +60,17 @@ def template_text(helm: str, *sets: str, release: str = RELEASE, namespace: str 
     return run_helm(helm, *args).stdout
 
 
-def render(helm: str, *sets: str, release: str = RELEASE, namespace: str = NAMESPACE,
-           set_json: Iterable[str] = ()) -> list[Doc]:
+def render(
+    helm: str, *sets: str, release: str = RELEASE, namespace: str = NAMESPACE, set_json: Iterable[str] = ()
+) -> list[Doc]:
     text = template_text(helm, *sets, release=release, namespace=namespace, set_json=set_json)
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 def find(docs: Iterable[Doc], kind: str, name: str | None = None, namespace: str | None = None) -> list[Doc]:
     return [
-        d for d in docs
+        d
+        for d in docs
         if d["kind"] == kind
         and (name is None or d["metadata"]["name"] == name)
         and (namespace is None or d["metadata"].get("namespace") == namespace)
@@ -82,9 +85,9 @@ def one(docs: Iterable[Doc], kind: str, name: str | None = None, namespace: str 
 
 def rules_for(role: Mapping[str, Any], group: str, resource: str) -> list[Mapping[str, Any]]:
     return [
-        r for r in role.get("rules") or ()
-        if (group in r["apiGroups"] or "*" in r["apiGroups"])
-        and (resource in r["resources"] or "*" in r["resources"])
+        r
+        for r in role.get("rules") or ()
+        if (group in r["apiGroups"] or "*" in r["apiGroups"]) and (resource in r["resources"] or "*" in r["resources"])
     ]
 
 
@@ -111,16 +114,35 @@ def default_docs(helm: str) -> list[Doc]:
 def test_helm_lint_strict(helm: str) -> None:
     result = run_helm(helm, "lint", "--strict", str(CHART), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    many = ["--set", "webhook.certManager.enabled=true", "--set", "watch.namespaces={a,b}",
-            "--set", "networkPolicy.enabled=true", "--set", "serviceMonitor.enabled=true",
-            "--set", "otel.enabled=true", "--set", "otel.endpoint=http://collector:4318"]
+    many = [
+        "--set",
+        "webhook.certManager.enabled=true",
+        "--set",
+        "watch.namespaces={a,b}",
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "otel.enabled=true",
+        "--set",
+        "otel.endpoint=http://collector:4318",
+    ]
     result = run_helm(helm, "lint", "--strict", str(CHART), *many, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("value", ["foo=bar", "image.foo=bar", "webhook.certManager.foo=1",
-                                   "replicaCount=0", "webhook.failurePolicy=Sometimes",
-                                   "operator.pollInterval=soon"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "foo=bar",
+        "image.foo=bar",
+        "webhook.certManager.foo=1",
+        "replicaCount=0",
+        "webhook.failurePolicy=Sometimes",
+        "operator.pollInterval=soon",
+    ],
+)
 def test_schema_rejects_unknown_or_invalid_values(helm: str, value: str) -> None:
     result = run_helm(helm, "template", RELEASE, str(CHART), "--set", value, check=False)
     assert result.returncode != 0
@@ -196,8 +218,7 @@ def test_every_value_is_commented() -> None:
 
 def test_the_comment_check_finds_an_undocumented_value() -> None:
     text = "# -- a\na: 1\nb:\n  # -- c\n  c: 2\n  d: {}\nlist:\n  - x: 1\n    y: 2\n# -- e\ne:\n  - 1\n"
-    assert _documented_keys(text) == [("a", True), ("b.c", True), ("b.d", False), ("list", False),
-                                      ("e", True)]
+    assert _documented_keys(text) == [("a", True), ("b.c", True), ("b.d", False), ("list", False), ("e", True)]
 
 
 TEMPLATE_ACTION = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
@@ -219,8 +240,12 @@ def test_templates_use_no_cluster_lookups_or_random_values() -> None:
 
 
 def test_two_renders_are_byte_identical(helm: str) -> None:
-    sets = ("webhook.certManager.enabled=true", "networkPolicy.enabled=true",
-            "serviceMonitor.enabled=true", "watch.namespaces={a,b}")
+    sets = (
+        "webhook.certManager.enabled=true",
+        "networkPolicy.enabled=true",
+        "serviceMonitor.enabled=true",
+        "watch.namespaces={a,b}",
+    )
     assert template_text(helm) == template_text(helm)
     assert template_text(helm, *sets) == template_text(helm, *sets)
 
@@ -255,8 +280,13 @@ def test_default_install_names(default_docs: list[Doc]) -> None:
         ("ClusterRole", "kube-changejob-ctj-viewer"),
     }
     assert {(d["kind"], d["metadata"]["name"]) for d in default_docs} == expected
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-                      "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"}
+    cluster_scoped = {
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    }
     for doc in default_docs:
         if doc["kind"] not in cluster_scoped:
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]["name"]
@@ -277,6 +307,12 @@ def test_service_names_fit_a_dns_label(helm: str) -> None:
     hook = one(docs, "ValidatingWebhookConfiguration")["webhooks"][0]
     assert hook["clientConfig"]["service"]["name"] in services
     assert f"--webhook-service={hook['clientConfig']['service']['name']}" in container(docs)["args"]
+    args = container(docs)["args"]
+    for kind, flag in (
+        ("ValidatingWebhookConfiguration", "--webhook-config"),
+        ("MutatingWebhookConfiguration", "--webhook-mutating-config"),
+    ):
+        assert f"{flag}={one(docs, kind)['metadata']['name']}" in args
 
 
 # -- the operator Deployment -----------------------------------------------------------------------
@@ -300,6 +336,7 @@ def test_operator_arguments(default_docs: list[Doc]) -> None:
         "--webhook-cert-mode=self-signed",
         "--webhook-service=kube-changejob-webhook-service",
         "--webhook-config=kube-changejob-validating-webhook",
+        "--webhook-mutating-config=kube-changejob-mutating-webhook",
     ]
 
 
@@ -311,6 +348,7 @@ def test_operator_arguments_are_accepted_by_the_operator(default_docs: list[Doc]
     assert config.webhook_port == 9443
     assert config.webhook_service == "kube-changejob-webhook-service"
     assert config.webhook_config == "kube-changejob-validating-webhook"
+    assert config.webhook_mutating_config == "kube-changejob-mutating-webhook"
     assert config.namespaces == []
 
 
@@ -327,8 +365,7 @@ def test_deployment_shape(default_docs: list[Doc]) -> None:
     assert spread[0]["labelSelector"]["matchLabels"] == selector
     c = container(default_docs)
     assert c["image"] == "ghcr.io/nusnewob/kube-changejob:0.1.0"
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "health": 8081,
-                                                                 "webhook": 9443}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "health": 8081, "webhook": 9443}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert c["resources"]["requests"] and c["resources"]["limits"]
@@ -353,13 +390,27 @@ def test_restricted_pod_security(default_docs: list[Doc]) -> None:
     assert ctx["runAsNonRoot"] is True
     assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
     for volume in pod["volumes"]:  # restricted allows only these volume types
-        assert set(volume) - {"name"} <= {"emptyDir", "secret", "configMap", "projected",
-                                         "downwardAPI", "persistentVolumeClaim", "ephemeral", "csi"}
+        assert set(volume) - {"name"} <= {
+            "emptyDir",
+            "secret",
+            "configMap",
+            "projected",
+            "downwardAPI",
+            "persistentVolumeClaim",
+            "ephemeral",
+            "csi",
+        }
 
 
 def test_otel_values_become_environment(helm: str) -> None:
-    docs = render(helm, "otel.enabled=true", "otel.endpoint=http://collector:4318",
-                  "otel.serviceName=ctj", "otel.sampler=traceidratio", "otel.samplerArg=0.5")
+    docs = render(
+        helm,
+        "otel.enabled=true",
+        "otel.endpoint=http://collector:4318",
+        "otel.serviceName=ctj",
+        "otel.sampler=traceidratio",
+        "otel.samplerArg=0.5",
+    )
     env = {e["name"]: e.get("value") for e in container(docs)["env"]}
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318"
     assert env["OTEL_SERVICE_NAME"] == "ctj"
@@ -388,11 +439,9 @@ def test_pod_disruption_budget_only_with_several_replicas(helm: str, replicas: i
 
 def test_optional_network_policy_and_service_monitor(helm: str, default_docs: list[Doc]) -> None:
     assert not find(default_docs, "NetworkPolicy") and not find(default_docs, "ServiceMonitor")
-    docs = render(helm, "networkPolicy.enabled=true", "serviceMonitor.enabled=true",
-                  "metrics.service.enabled=false")
+    docs = render(helm, "networkPolicy.enabled=true", "serviceMonitor.enabled=true", "metrics.service.enabled=false")
     policy = one(docs, "NetworkPolicy")
-    assert policy["spec"]["podSelector"]["matchLabels"] == one(docs, "Deployment")["spec"]["selector"][
-        "matchLabels"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
     assert {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]} == {"webhook", "metrics"}
     monitor = one(docs, "ServiceMonitor")
     service = one(docs, "Service", "kube-changejob-metrics-service")  # the monitor needs it
@@ -405,18 +454,26 @@ def test_optional_network_policy_and_service_monitor(helm: str, default_docs: li
 
 def test_webhook_configurations(default_docs: list[Doc]) -> None:
     service = one(default_docs, "Service", "kube-changejob-webhook-service")
-    assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "webhook",
-                                         "protocol": "TCP"}]
-    for kind, path in (("ValidatingWebhookConfiguration", "/validate-ctj"),
-                       ("MutatingWebhookConfiguration", "/mutate-ctj")):
+    assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "webhook", "protocol": "TCP"}]
+    for kind, path in (
+        ("ValidatingWebhookConfiguration", "/validate-ctj"),
+        ("MutatingWebhookConfiguration", "/mutate-ctj"),
+    ):
         config = one(default_docs, kind)
         assert "annotations" not in config["metadata"]
         (hook,) = config["webhooks"]
-        assert hook["clientConfig"] == {"service": {"name": "kube-changejob-webhook-service",
-                                                    "namespace": NAMESPACE, "path": path, "port": 443}}
-        assert hook["rules"] == [{"apiGroups": ["triggers.changejob.dev"], "apiVersions": ["v1alpha"],
-                                  "operations": ["CREATE", "UPDATE"], "resources": ["changetriggeredjobs"],
-                                  "scope": "Namespaced"}]
+        assert hook["clientConfig"] == {
+            "service": {"name": "kube-changejob-webhook-service", "namespace": NAMESPACE, "path": path, "port": 443}
+        }
+        assert hook["rules"] == [
+            {
+                "apiGroups": ["triggers.changejob.dev"],
+                "apiVersions": ["v1alpha"],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": ["changetriggeredjobs"],
+                "scope": "Namespaced",
+            }
+        ]
         assert hook["failurePolicy"] == "Fail"
         assert hook["sideEffects"] == "None"
         assert hook["admissionReviewVersions"] == ["v1"]
@@ -435,12 +492,14 @@ def test_cert_manager_mode(helm: str) -> None:
         assert one(docs, kind)["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == ref
     c = container(docs)
     assert "--webhook-cert-mode=cert-manager" in c["args"]
-    secret_volumes = [v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
-                      if "secret" in v]
+    secret_volumes = [v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"] if "secret" in v]
     assert [v["secret"]["secretName"] for v in secret_volumes] == [certificate["spec"]["secretName"]]
-    external = render(helm, "webhook.certManager.enabled=true",
-                      "webhook.certManager.issuerRef.name=corp-ca",
-                      "webhook.certManager.issuerRef.kind=ClusterIssuer")
+    external = render(
+        helm,
+        "webhook.certManager.enabled=true",
+        "webhook.certManager.issuerRef.name=corp-ca",
+        "webhook.certManager.issuerRef.kind=ClusterIssuer",
+    )
     assert not find(external, "Issuer")
     assert one(external, "Certificate")["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer"}
 
@@ -448,8 +507,7 @@ def test_cert_manager_mode(helm: str) -> None:
 def test_webhook_disabled_removes_all_of_it(helm: str) -> None:
     docs = render(helm, "webhook.enabled=false", "webhook.certManager.enabled=true")
     kinds = {d["kind"] for d in docs}
-    assert not kinds & {"ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "Certificate",
-                        "Issuer"}
+    assert not kinds & {"ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "Certificate", "Issuer"}
     assert not find(docs, "Service", "kube-changejob-webhook-service")
     c = container(docs)
     assert not [a for a in c["args"] if a.startswith("--webhook")]
@@ -465,12 +523,23 @@ def test_cluster_wide_rbac_is_least_privilege(default_docs: list[Doc]) -> None:
     role = one(default_docs, "ClusterRole", "kube-changejob-manager-role")
     for rule in role["rules"]:
         assert "*" not in rule["apiGroups"] and "*" not in rule["resources"] and "*" not in rule["verbs"]
-    for group, resource in (("", "configmaps"), ("", "secrets"), ("", "nodes"), ("apps", "deployments"),
-                            ("apps", "statefulsets"), ("apps", "daemonsets")):
+    for group, resource in (
+        ("", "configmaps"),
+        ("", "secrets"),
+        ("", "nodes"),
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+    ):
         assert verbs_for(role, group, resource) == {"get", "list", "watch"}, resource
     assert verbs_for(role, "batch", "jobs") == {"create", "delete", "get", "list", "watch", "patch", "update"}
     assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs") == {
-        "get", "list", "watch", "update", "patch"}
+        "get",
+        "list",
+        "watch",
+        "update",
+        "patch",
+    }
     assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs/status") == {"update", "patch"}
     assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs/finalizers") == {"update", "patch"}
     assert verbs_for(role, "", "events") == {"create", "patch"}
@@ -478,25 +547,38 @@ def test_cluster_wide_rbac_is_least_privilege(default_docs: list[Doc]) -> None:
     assert verbs_for(role, "authorization.k8s.io", "subjectaccessreviews") == {"create"}
     assert verbs_for(role, "", "pods") == {"get", "list"}
     assert verbs_for(role, "coordination.k8s.io", "leases") == set()
-    for kind, name in (("validatingwebhookconfigurations", "kube-changejob-validating-webhook"),
-                       ("mutatingwebhookconfigurations", "kube-changejob-mutating-webhook")):
+    for kind, name in (
+        ("validatingwebhookconfigurations", "kube-changejob-validating-webhook"),
+        ("mutatingwebhookconfigurations", "kube-changejob-mutating-webhook"),
+    ):
         (rule,) = rules_for(role, "admissionregistration.k8s.io", kind)
         assert rule["resourceNames"] == [name]
         assert set(rule["verbs"]) == {"get", "list", "watch", "patch", "update"}
     binding = one(default_docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == "kube-changejob-manager-role"
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kube-changejob-controller-manager",
-                                    "namespace": NAMESPACE}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "kube-changejob-controller-manager", "namespace": NAMESPACE}
+    ]
 
 
 def test_release_namespace_role(default_docs: list[Doc]) -> None:
     role = one(default_docs, "Role", "kube-changejob-leader-election-role", NAMESPACE)
     assert verbs_for(role, "coordination.k8s.io", "leases") == {
-        "get", "list", "watch", "create", "update", "patch", "delete"}
+        "get",
+        "list",
+        "watch",
+        "create",
+        "update",
+        "patch",
+        "delete",
+    }
     assert verbs_for(role, "", "secrets") == {"get", "create", "update"}
     binding = one(default_docs, "RoleBinding", "kube-changejob-leader-election-rolebinding", NAMESPACE)
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                  "name": "kube-changejob-leader-election-role"}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "kube-changejob-leader-election-role",
+    }
 
 
 def test_all_resources_is_an_explicit_opt_in(helm: str) -> None:
@@ -507,8 +589,7 @@ def test_all_resources_is_an_explicit_opt_in(helm: str) -> None:
 
 
 def test_custom_watch_resources(helm: str) -> None:
-    docs = render(helm, set_json=['watch.resources=[{"apiGroup": "example.com", '
-                                  '"resources": ["widgets", "gadgets"]}]'])
+    docs = render(helm, set_json=['watch.resources=[{"apiGroup": "example.com", "resources": ["widgets", "gadgets"]}]'])
     role = one(docs, "ClusterRole", "kube-changejob-manager-role")
     assert verbs_for(role, "example.com", "widgets") == {"get", "list", "watch"}
     assert verbs_for(role, "", "configmaps") == set()
@@ -518,8 +599,14 @@ def test_namespaced_mode_uses_roles(helm: str) -> None:
     docs = render(helm, "watch.namespaces={team-a,team-b}")
     assert "--namespaces=team-a,team-b" in container(docs)["args"]
     cluster_role = one(docs, "ClusterRole", "kube-changejob-manager-role")
-    for group, resource in (("", "configmaps"), ("", "secrets"), ("apps", "deployments"),
-                            ("batch", "jobs"), ("", "pods"), ("", "events")):
+    for group, resource in (
+        ("", "configmaps"),
+        ("", "secrets"),
+        ("apps", "deployments"),
+        ("batch", "jobs"),
+        ("", "pods"),
+        ("", "events"),
+    ):
         assert verbs_for(cluster_role, group, resource) == set(), resource
     assert verbs_for(cluster_role, "", "nodes") == {"get", "list", "watch"}  # cluster-scoped: listed
     assert verbs_for(cluster_role, "triggers.changejob.dev", "changetriggeredjobs")
@@ -533,14 +620,18 @@ def test_namespaced_mode_uses_roles(helm: str) -> None:
         binding = one(docs, "RoleBinding", "kube-changejob-watch-rolebinding", namespace)
         assert binding["roleRef"]["name"] == "kube-changejob-watch-role"
         assert binding["subjects"][0]["namespace"] == NAMESPACE
-    without_nodes = render(helm, "watch.namespaces={team-a}",
-                           set_json=['watch.resources=[{"apiGroup": "", "resources": ["configmaps"]}]'])
+    without_nodes = render(
+        helm, "watch.namespaces={team-a}", set_json=['watch.resources=[{"apiGroup": "", "resources": ["configmaps"]}]']
+    )
     assert verbs_for(one(without_nodes, "ClusterRole", "kube-changejob-manager-role"), "", "nodes") == set()
 
 
 def test_aggregated_user_roles(default_docs: list[Doc]) -> None:
-    expected = {"admin": "kube-changejob-ctj-admin", "edit": "kube-changejob-ctj-editor",
-                "view": "kube-changejob-ctj-viewer"}
+    expected = {
+        "admin": "kube-changejob-ctj-admin",
+        "edit": "kube-changejob-ctj-editor",
+        "view": "kube-changejob-ctj-viewer",
+    }
     for aggregate, name in expected.items():
         role = one(default_docs, "ClusterRole", name)
         assert role["metadata"]["labels"][f"rbac.authorization.k8s.io/aggregate-to-{aggregate}"] == "true"
@@ -566,8 +657,14 @@ def test_crd_values(helm: str) -> None:
 
 
 def test_generated_files_are_up_to_date(helm: str) -> None:
-    result = subprocess.run([str(REPO / "tools" / "render.sh"), "--check"], capture_output=True, text=True,
-                            env={**os.environ, "HELM": helm}, timeout=120, check=False)
+    result = subprocess.run(
+        [str(REPO / "tools" / "render.sh"), "--check"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HELM": helm},
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -582,22 +679,22 @@ def test_dist_install_is_the_chart_plus_namespace(helm: str, default_docs: list[
 def test_kustomization_installs_the_same_objects(default_docs: list[Doc]) -> None:
     kustomization = yaml.safe_load((REPO / "config" / "default" / "kustomization.yaml").read_text())
     assert kustomization["resources"] == ["install.yaml"]
-    assert (REPO / "config" / "default" / "install.yaml").read_bytes() == (
-        REPO / "dist" / "install.yaml").read_bytes()
+    assert (REPO / "config" / "default" / "install.yaml").read_bytes() == (REPO / "dist" / "install.yaml").read_bytes()
     kubectl = _tool("kubectl")
-    out = subprocess.run([kubectl, "kustomize", str(REPO / "config" / "default")], capture_output=True,
-                         text=True, check=True, timeout=60).stdout
+    out = subprocess.run(
+        [kubectl, "kustomize", str(REPO / "config" / "default")], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     built = [d for d in yaml.safe_load_all(out) if d]
 
     def key(doc: Mapping[str, Any]) -> tuple[str, str, str]:
         return doc["kind"], doc["metadata"].get("namespace", ""), doc["metadata"]["name"]
 
-    assert sorted(map(key, built)) == sorted(map(key, [*default_docs, {"kind": "Namespace",
-                                                                         "metadata": {"name": NAMESPACE}}]))
+    assert sorted(map(key, built)) == sorted(
+        map(key, [*default_docs, {"kind": "Namespace", "metadata": {"name": NAMESPACE}}])
+    )
 
 
 def test_notes_tell_the_next_command(helm: str) -> None:
     result = run_helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client")
     notes = result.stdout.split("NOTES:", 1)[1]
     assert f"kubectl -n {NAMESPACE} rollout status deployment/kube-changejob-controller-manager" in notes
-

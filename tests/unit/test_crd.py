@@ -90,8 +90,11 @@ def test_names_group_and_scope(crd: Mapping[str, Any], version: Mapping[str, Any
 def test_every_field_has_a_description(schema: Mapping[str, Any]) -> None:
     # The root `metadata` may carry nothing but name/generateName rules (the API server refuses a
     # description there); `kubectl explain` shows ObjectMeta's own documentation for it.
-    missing = [path or "<root>" for path, node in walk(schema)
-               if path != "metadata" and not str(node.get("description", "")).strip()]
+    missing = [
+        path or "<root>"
+        for path, node in walk(schema)
+        if path != "metadata" and not str(node.get("description", "")).strip()
+    ]
     assert missing == []
 
 
@@ -106,9 +109,13 @@ def test_the_schema_is_structural(schema: Mapping[str, Any]) -> None:
 
 def test_every_free_string_is_bounded(schema: Mapping[str, Any]) -> None:
     unbounded = [
-        path for path, node in walk(schema)
-        if node.get("type") == "string" and "enum" not in node and "format" not in node
-        and "maxLength" not in node and path not in ("apiVersion", "kind")
+        path
+        for path, node in walk(schema)
+        if node.get("type") == "string"
+        and "enum" not in node
+        and "format" not in node
+        and "maxLength" not in node
+        and path not in ("apiVersion", "kind")
     ]
     assert unbounded == []
 
@@ -160,8 +167,11 @@ def test_cooldown_pattern_is_the_domain_grammar(spec: Mapping[str, Any]) -> None
 @pytest.mark.parametrize(
     ("field", "good", "bad"),
     [
-        ("apiVersion", ["v1", "apps/v1", "example.com/v1alpha1", "triggers.changejob.dev/v1alpha"],
-         ["", "V1", "apps/", "/v1", "apps/v1/x", "Apps/v1"]),
+        (
+            "apiVersion",
+            ["v1", "apps/v1", "example.com/v1alpha1", "triggers.changejob.dev/v1alpha"],
+            ["", "V1", "apps/", "/v1", "apps/v1/x", "Apps/v1"],
+        ),
         ("kind", ["ConfigMap", "Node", "my-kind"], ["", "1Kind", "Config Map", "kind-"]),
         ("namespace", ["default", "kube-system", "a", ""], ["Default", "-a", "a-", "a.b"]),
     ],
@@ -205,8 +215,14 @@ def test_cel_rules(schema: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
 def test_status_schema(status: Mapping[str, Any]) -> None:
     props = status["properties"]
     assert set(props) == {
-        "observedGeneration", "conditions", "resourceHashes", "triggerCount", "lastTriggeredTime",
-        "lastJobName", "lastJobStatus", "nextTriggerTime",
+        "observedGeneration",
+        "conditions",
+        "resourceHashes",
+        "triggerCount",
+        "lastTriggeredTime",
+        "lastJobName",
+        "lastJobStatus",
+        "nextTriggerTime",
     }
     conditions = props["conditions"]
     assert conditions["x-kubernetes-list-type"] == "map"
@@ -223,8 +239,18 @@ def test_status_schema(status: Mapping[str, Any]) -> None:
     assert props["triggerCount"]["type"] == "integer"
     assert props["observedGeneration"]["format"] == "int64"
     entry = props["resourceHashes"]["items"]["properties"]
-    assert set(entry) == {"apiVersion", "kind", "name", "namespace", "fields", "hash",
-                          "lastTriggeredHash", "changed", "state", "message"}
+    assert set(entry) == {
+        "apiVersion",
+        "kind",
+        "name",
+        "namespace",
+        "fields",
+        "hash",
+        "lastTriggeredHash",
+        "changed",
+        "state",
+        "message",
+    }
     assert entry["state"]["enum"] == ["Present", "Missing", "Forbidden", "Unknown"]
     assert set(entry["fields"]["items"]["properties"]) == {"field", "hash", "lastTriggeredHash"}
 

@@ -42,8 +42,7 @@ def test_every_yaml_example_parses() -> None:
 
 
 def test_the_documented_health_check_is_the_shipped_file() -> None:
-    configmaps = [doc for block in yaml_blocks() for doc in yaml.safe_load_all(block)
-                  if doc.get("kind") == "ConfigMap"]
+    configmaps = [doc for block in yaml_blocks() for doc in yaml.safe_load_all(block) if doc.get("kind") == "ConfigMap"]
     (configmap,) = configmaps
     assert configmap["data"][HEALTH_KEY] == HEALTH.read_text(encoding="utf-8")
 
@@ -79,21 +78,26 @@ def health(obj: Mapping[str, Any]) -> tuple[str, str]:
         local hs = check()
         io.write(hs.status, "\\n", hs.message)
         """)
-    out = subprocess.run([lua(), "-"], input=program, capture_output=True, text=True, check=True,
-                         timeout=30).stdout
+    out = subprocess.run([lua(), "-"], input=program, capture_output=True, text=True, check=True, timeout=30).stdout
     status, message = out.split("\n", 1)
     return status, message
 
 
 def ctj(generation: int, observed: int | None, *conditions: tuple[str, str, str, str]) -> dict[str, Any]:
-    status: dict[str, Any] = {"conditions": [
-        {"type": t, "status": s, "reason": r, "message": m, "lastTransitionTime": "2025-01-01T00:00:00Z"}
-        for t, s, r, m in conditions
-    ]}
+    status: dict[str, Any] = {
+        "conditions": [
+            {"type": t, "status": s, "reason": r, "message": m, "lastTransitionTime": "2025-01-01T00:00:00Z"}
+            for t, s, r, m in conditions
+        ]
+    }
     if observed is not None:
         status["observedGeneration"] = observed
-    return {"apiVersion": "triggers.changejob.dev/v1alpha", "kind": "ChangeTriggeredJob",
-            "metadata": {"name": "t", "generation": generation}, "status": status}
+    return {
+        "apiVersion": "triggers.changejob.dev/v1alpha",
+        "kind": "ChangeTriggeredJob",
+        "metadata": {"name": "t", "generation": generation},
+        "status": status,
+    }
 
 
 READY = ("Ready", "True", "Reconciled", "watching 2 resources")
@@ -120,7 +124,9 @@ def test_degraded_wins() -> None:
     degraded = ("Degraded", "True", "ResourceMissing", "ConfigMap default/app-config not found")
     ready_false = ("Ready", "False", "Degraded", "")
     assert health(ctj(1, 1, ready_false, degraded)) == (
-        "Degraded", "ResourceMissing: ConfigMap default/app-config not found")
+        "Degraded",
+        "ResourceMissing: ConfigMap default/app-config not found",
+    )
 
 
 def test_ready_false_is_degraded_and_unknown_is_progressing() -> None:

@@ -21,7 +21,7 @@ PINNED = re.compile(r"^\s*(?:-\s+)?uses:\s+([\w.-]+/[\w./-]+)@([0-9a-f]{40})\s+#
 
 def load(path: Path) -> dict[str, Any]:
     # PyYAML reads the key `on` as the boolean True (YAML 1.1); use BaseLoader to keep it a string.
-    loaded: dict[str, Any] = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader)  # noqa: S506
+    loaded: dict[str, Any] = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
     return loaded
 
 
@@ -40,24 +40,32 @@ def test_the_expected_workflows_exist() -> None:
 
 
 def test_actionlint() -> None:
-    result = subprocess.run([actionlint(), "-no-color", *map(str, WORKFLOWS)], cwd=REPO,
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [actionlint(), "-no-color", *map(str, WORKFLOWS)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yml"
-    broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n"
-                      "      - run: echo ${{ github.nonexistent_context_key }}\n        foo: bar\n")
-    result = subprocess.run([actionlint(), "-no-color", str(broken)], capture_output=True, text=True,
-                            timeout=60, check=False)
+    broken.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n"
+        "      - run: echo ${{ github.nonexistent_context_key }}\n        foo: bar\n"
+    )
+    result = subprocess.run(
+        [actionlint(), "-no-color", str(broken)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode != 0
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_actions_are_pinned_to_commit_shas(path: Path) -> None:
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines()
-             if re.match(r"^\s*(-\s+)?uses:", line)]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if re.match(r"^\s*(-\s+)?uses:", line)]
     assert lines, "no actions used"
     unpinned = [line.strip() for line in lines if not PINNED.match(line)]
     assert unpinned == []

@@ -112,23 +112,32 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _resources(spec: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
-    """Entries of spec.resources well-formed enough to look up (parse_spec reports the rest)."""
+def _resources(spec: Mapping[str, Any], *, spec_errors: list[str]) -> list[tuple[int, Mapping[str, Any]]]:
+    """Entries of spec.resources well-formed enough to look up; parse_spec reported the others.
+
+    An entry whose apiVersion or kind parse_spec rejected is not sent to discovery at all.
+    """
     entries = spec.get("resources")
     if not isinstance(entries, list):
         return []
+    rejected = {error.split(":", 1)[0] for error in spec_errors}
     return [
         (i, r)
         for i, r in enumerate(entries)
-        if isinstance(r, Mapping) and _str(r.get("apiVersion")) and _str(r.get("kind"))
+        if isinstance(r, Mapping)
+        and _str(r.get("apiVersion"))
+        and _str(r.get("kind"))
+        and not {f"spec.resources[{i}].apiVersion", f"spec.resources[{i}].kind"} & rejected
     ]
 
 
-def _check_resources(spec: Mapping[str, Any], *, resolver: Resolver) -> tuple[list[str], list[Permission]]:
+def _check_resources(
+    spec: Mapping[str, Any], *, resolver: Resolver, spec_errors: list[str]
+) -> tuple[list[str], list[Permission]]:
     """Kind and namespace errors of spec.resources, and the ``get`` each resource needs."""
     errors: list[str] = []
     needed: list[Permission] = []
-    for i, entry in _resources(spec):
+    for i, entry in _resources(spec, spec_errors=spec_errors):
         api_version, kind = str(entry["apiVersion"]), str(entry["kind"])
         name, namespace = _str(entry.get("name")), _str(entry.get("namespace"))
         found = resolver.resolve(api_version=api_version, kind=kind)
@@ -142,9 +151,7 @@ def _check_resources(spec: Mapping[str, Any], *, resolver: Resolver) -> tuple[li
             errors.append(f"{where}: namespace must not be set for cluster-scoped resources: {label}")
         else:
             needed.append(
-                Permission(
-                    verb="get", group=found.group, resource=found.plural, namespace=namespace, name=name
-                )
+                Permission(verb="get", group=found.group, resource=found.plural, namespace=namespace, name=name)
             )
     return errors, needed
 
@@ -191,16 +198,14 @@ def validate(
         api.parse_spec(spec)
     except api.SpecError as exc:
         errors.extend(exc.errors)
-    resource_errors, needed = _check_resources(spec, resolver=resolver)
-    errors += [e for e in resource_errors if e not in errors]
+    resource_errors, needed = _check_resources(spec, resolver=resolver, spec_errors=errors)
+    errors += resource_errors
     errors += _check_job_template(obj, namespace=namespace, dry_run_job=dry_run_job)
     needed.append(Permission(verb="create", group="batch", resource="jobs", namespace=namespace, name=None))
     return errors, needed
 
 
-def missing_permissions(
-    user: Mapping[str, Any], needed: list[Permission], *, access: AccessChecker
-) -> list[str]:
+def missing_permissions(user: Mapping[str, Any], needed: list[Permission], *, access: AccessChecker) -> list[str]:
     """Descriptions of the permissions in ``needed`` that ``user`` lacks, each asked once."""
     username = str(user.get("username", ""))
     unique = list(dict.fromkeys(needed))
@@ -232,9 +237,7 @@ def review(
         return allow(uid)
     obj = request.get("object") or {}
     namespace = _str(request.get("namespace")) or _str((obj.get("metadata") or {}).get("namespace"))
-    errors, needed = validate(
-        obj, namespace=namespace or "default", resolver=resolver, dry_run_job=dry_run_job
-    )
+    errors, needed = validate(obj, namespace=namespace or "default", resolver=resolver, dry_run_job=dry_run_job)
     if errors:
         return deny(uid, code=400, message="; ".join(errors))
     missing = missing_permissions(request.get("userInfo") or {}, needed, access=access)
@@ -284,9 +287,7 @@ class Admission:
 
     def __call__(self, path: str, request: Mapping[str, Any]) -> Response:
         if path == VALIDATE_PATH:
-            return review(
-                request, resolver=self._resolver, access=self._access, dry_run_job=self._dry_run_job
-            )
+            return review(request, resolver=self._resolver, access=self._access, dry_run_job=self._dry_run_job)
         if path == MUTATE_PATH:
             return default(request)
         raise LookupError(f"no admission handler for {path}")
