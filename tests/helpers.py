@@ -19,6 +19,8 @@ T = TypeVar("T")
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 TOOLS_BIN = pathlib.Path(os.environ.get("TOOLS_DIR", REPO_ROOT / ".tools")) / "bin"
 CLUSTER_SCRIPT = REPO_ROOT / "tools" / "cluster.sh"
+CLUSTER_DIR = pathlib.Path(os.environ.get("CLUSTER_DIR", REPO_ROOT / ".cluster"))
+DEFAULT_CLUSTER_NAME = "changejob-test"
 
 # The fake node of the kwok cluster (tools/cluster.sh) and the pod-template hooks its Stages honour
 # (tools/kwokctl.yaml): the label makes a pod fail, the annotation keeps it Running for a while.
@@ -27,7 +29,39 @@ FAIL_LABEL = "changejob.dev/test-fail"
 DURATION_ANNOTATION = "changejob.dev/test-duration"
 
 
-class WaitTimeout(AssertionError):
+@dataclasses.dataclass(frozen=True)
+class ClusterChoice:
+    """Which cluster a session uses: `backend` is "kwok", "kind" or "external"."""
+
+    backend: str
+    name: str
+    kubeconfig: pathlib.Path | None = None
+
+
+def choose_cluster(*, kubeconfig_option: str | None, backend_option: str) -> ClusterChoice:
+    """An explicit --kubeconfig wins, then an existing file named by KUBECONFIG, then the backend.
+
+    A kubeconfig inside $CLUSTER_DIR/clusters/NAME/ belongs to a cluster tools/cluster.sh runs, so it
+    is treated as that kwok cluster (its processes can be inspected and restarted).
+    """
+    path: pathlib.Path | None = None
+    if kubeconfig_option:
+        path = pathlib.Path(kubeconfig_option).expanduser()
+    elif os.environ.get("KUBECONFIG"):
+        candidate = pathlib.Path(os.environ["KUBECONFIG"].split(os.pathsep)[0]).expanduser()
+        if candidate.is_file():
+            path = candidate
+    if path is not None:
+        resolved = path.resolve()
+        clusters = (CLUSTER_DIR / "clusters").resolve()
+        if resolved.parent.parent == clusters and resolved.name == "kubeconfig.yaml":
+            return ClusterChoice(backend="kwok", name=resolved.parent.name, kubeconfig=resolved)
+        return ClusterChoice(backend="external", name=str(path), kubeconfig=path)
+    name = os.environ.get("CHANGEJOB_CLUSTER_NAME", DEFAULT_CLUSTER_NAME)
+    return ClusterChoice(backend=backend_option, name=name)
+
+
+class WaitTimeoutError(AssertionError):
     """`wait_for` gave up; an AssertionError so pytest reports it as a plain test failure."""
 
 
@@ -43,7 +77,7 @@ def wait_for(
 
     Polling, not sleeping a fixed time, keeps tests fast when the cluster is fast and patient when it
     is slow. Exceptions of the types in `ignoring` count as "not yet" (for example a 404 before an
-    object appears); any other exception propagates at once. On timeout raises `WaitTimeout`
+    object appears); any other exception propagates at once. On timeout raises `WaitTimeoutError`
     naming the last value or exception seen.
     """
     deadline = time.monotonic() + timeout
@@ -59,7 +93,7 @@ def wait_for(
             last = value
         if time.monotonic() >= deadline:
             what = message or getattr(predicate, "__name__", repr(predicate))
-            raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what}; last result: {last!r}")
+            raise WaitTimeoutError(f"timed out after {timeout:g}s waiting for {what}; last result: {last!r}")
         time.sleep(interval)
 
 
@@ -82,10 +116,10 @@ class Cluster:
         self,
         *args: str,
         check: bool = True,
-        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        input: str | None = None,
         timeout: float = 60.0,
     ) -> subprocess.CompletedProcess[str]:
-        """Run the built kubectl against this cluster; stdout and stderr are captured as text."""
+        """Run the built kubectl against this cluster; `input` is fed to its stdin, output captured as text."""
         return subprocess.run(
             [str(self.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
             check=check,

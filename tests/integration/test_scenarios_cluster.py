@@ -60,8 +60,10 @@ def test_node_label_change_triggers(kube: Kube, operator: OperatorProcess, node_
 
     label_node(kube, node_label, "one")
     jobs = wait_until(lambda: kube.jobs("node-watcher"), what="the Job for the label")
-    wait_until(lambda: kube.ctj("node-watcher")["status"]["resourceHashes"][0]["changed"] is False,
-               what="status after the trigger")
+    wait_until(
+        lambda: kube.ctj("node-watcher")["status"]["resourceHashes"][0]["changed"] is False,
+        what="status after the trigger",
+    )
     assert len(kube.jobs("node-watcher")) == 1
     annotations = jobs[0]["metadata"]["annotations"]
     assert annotations["changejob.dev/changed"] == f"Node/{NODE}:metadata.labels"
@@ -81,15 +83,19 @@ def test_node_heartbeat_never_triggers(kube: Kube, operator: OperatorProcess, no
 
     for beat in (1, 2):
         stamp = heartbeat(kube)
-        wait_until(lambda n=beat: len(kube.jobs("heartbeat-probe")) >= n, timeout=15,
-                   what=f"the operator to see heartbeat {beat} ({stamp})")
+        wait_until(
+            lambda n=beat: len(kube.jobs("heartbeat-probe")) >= n,
+            timeout=15,
+            what=f"the operator to see heartbeat {beat} ({stamp})",
+        )
     assert kube.jobs("node-any") == []
     assert kube.ctj("node-any")["status"]["resourceHashes"][0]["hash"] == whole
 
     label_node(kube, node_label, "after-heartbeat")
     jobs = wait_until(lambda: kube.jobs("node-any"), what="the Job for the label")
-    wait_until(lambda: kube.ctj("node-any")["status"]["resourceHashes"][0]["changed"] is False,
-               what="status after the trigger")
+    wait_until(
+        lambda: kube.ctj("node-any")["status"]["resourceHashes"][0]["changed"] is False, what="status after the trigger"
+    )
     jobs = kube.jobs("node-any")
     assert len(jobs) == 1
     assert jobs[0]["metadata"]["annotations"]["changejob.dev/trigger"] == "1"

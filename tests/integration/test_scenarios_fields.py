@@ -51,8 +51,13 @@ def seen_by_probe(kube: Kube, name: str, change: Any) -> None:
 def only_job(kube: Kube, name: str) -> dict[str, Any]:
     """Wait for the first Job of ``name`` and check it is the only one and trigger number 1."""
     jobs = wait_until(lambda: kube.jobs(name), what=f"a Job of {name}")
-    wait_until(lambda: kube.ctj(name)["status"]["resourceHashes"][0]["changed"] is False
-               and kube.ctj(name)["status"]["triggerCount"] >= 1, what="status after the trigger")
+    wait_until(
+        lambda: (
+            kube.ctj(name)["status"]["resourceHashes"][0]["changed"] is False
+            and kube.ctj(name)["status"]["triggerCount"] >= 1
+        ),
+        what="status after the trigger",
+    )
     jobs = kube.jobs(name)
     assert len(jobs) == 1, [j["metadata"]["annotations"] for j in jobs]
     assert jobs[0]["metadata"]["annotations"]["changejob.dev/trigger"] == "1"
@@ -76,10 +81,14 @@ def test_data_only_ignores_metadata(kube: Kube, operator: OperatorProcess) -> No
     kube.run("create", "configmap", "app-config", "-n", kube.ns, "--from-literal=key=value")
     watch(kube, "config-data-watcher", ref(kube, "ConfigMap", "app-config", ["data"]))
 
-    seen_by_probe(kube, "config-data-watcher",
-                  lambda: kube.run("annotate", "configmap", "app-config", "-n", kube.ns, "note=unrelated"))
-    seen_by_probe(kube, "config-data-watcher",
-                  lambda: kube.run("label", "configmap", "app-config", "-n", kube.ns, "tier=backend"))
+    seen_by_probe(
+        kube,
+        "config-data-watcher",
+        lambda: kube.run("annotate", "configmap", "app-config", "-n", kube.ns, "note=unrelated"),
+    )
+    seen_by_probe(
+        kube, "config-data-watcher", lambda: kube.run("label", "configmap", "app-config", "-n", kube.ns, "tier=backend")
+    )
     assert kube.jobs("config-data-watcher") == []
 
     kube.patch("configmap", "app-config", {"data": {"key": "newvalue"}})
@@ -87,8 +96,9 @@ def test_data_only_ignores_metadata(kube: Kube, operator: OperatorProcess) -> No
 
 
 def test_single_key_ignores_other_keys(kube: Kube, operator: OperatorProcess) -> None:
-    kube.run("create", "configmap", "my-config", "-n", kube.ns, "--from-literal=important-key=1",
-             "--from-literal=other=1")
+    kube.run(
+        "create", "configmap", "my-config", "-n", kube.ns, "--from-literal=important-key=1", "--from-literal=other=1"
+    )
     watch(kube, "important-key", ref(kube, "ConfigMap", "my-config", ["data.important-key"]))
 
     seen_by_probe(kube, "important-key", lambda: kube.patch("configmap", "my-config", {"data": {"other": "2"}}))
@@ -100,8 +110,9 @@ def test_single_key_ignores_other_keys(kube: Kube, operator: OperatorProcess) ->
 
 
 def test_bracketed_dotted_key(kube: Kube, operator: OperatorProcess) -> None:
-    kube.run("create", "configmap", "app", "-n", kube.ns, "--from-literal=app.properties=a=1",
-             "--from-literal=app=plain")
+    kube.run(
+        "create", "configmap", "app", "-n", kube.ns, "--from-literal=app.properties=a=1", "--from-literal=app=plain"
+    )
     watch(kube, "props", ref(kube, "ConfigMap", "app", ["data['app.properties']"]))
     status_fields = kube.ctj("props")["status"]["resourceHashes"][0]["fields"]
     assert [f["field"] for f in status_fields] == ["data['app.properties']"]
@@ -122,8 +133,9 @@ def test_image_watcher_ignores_scaling(kube: Kube, operator: OperatorProcess) ->
     create_deployment(kube, "web-app")
     watch(kube, "image-watcher", ref(kube, "Deployment", "web-app", [IMAGE]))
 
-    seen_by_probe(kube, "image-watcher",
-                  lambda: kube.run("scale", "deployment", "web-app", "-n", kube.ns, "--replicas=3"))
+    seen_by_probe(
+        kube, "image-watcher", lambda: kube.run("scale", "deployment", "web-app", "-n", kube.ns, "--replicas=3")
+    )
     assert kube.jobs("image-watcher") == []
 
     kube.run("set", "image", "deployment/web-app", "-n", kube.ns, "nginx=nginx:1.26")
@@ -133,8 +145,7 @@ def test_image_watcher_ignores_scaling(kube: Kube, operator: OperatorProcess) ->
 
 def test_each_of_several_fields_triggers(kube: Kube, operator: OperatorProcess) -> None:
     create_deployment(kube, "app")
-    watch(kube, "multi-field-watcher", ref(kube, "Deployment", "app", [REPLICAS, IMAGE, RESOURCES]),
-          with_probe=False)
+    watch(kube, "multi-field-watcher", ref(kube, "Deployment", "app", [REPLICAS, IMAGE, RESOURCES]), with_probe=False)
     changes = [
         (REPLICAS, ["scale", "deployment", "app", "--replicas=2"]),
         (IMAGE, ["set", "image", "deployment/app", "nginx=nginx:1.27"]),
@@ -148,8 +159,10 @@ def test_each_of_several_fields_triggers(kube: Kube, operator: OperatorProcess) 
             return jobs if len(jobs) >= n else None
 
         jobs = wait_until(fired, what=f"the Job for {field}")
-        wait_until(lambda: kube.ctj("multi-field-watcher")["status"]["resourceHashes"][0]["changed"] is False,
-                   what="status after the trigger")
+        wait_until(
+            lambda: kube.ctj("multi-field-watcher")["status"]["resourceHashes"][0]["changed"] is False,
+            what="status after the trigger",
+        )
         assert len(kube.jobs("multi-field-watcher")) == number
         assert changed_fields(jobs[number - 1]) == field
     status = kube.ctj("multi-field-watcher")["status"]["resourceHashes"][0]

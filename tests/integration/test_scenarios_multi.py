@@ -25,8 +25,10 @@ NEW_SECRET = "n3w-S3cr3t-Pa55word-ROTATED"
 
 def app_resources(ns: str) -> list[dict[str, Any]]:
     """The guide's "multi-resource-any"/"multi-resource-all" resources, in the test namespace."""
-    return [{"apiVersion": "v1", "kind": "ConfigMap", "name": "app-config", "namespace": ns},
-            {"apiVersion": "v1", "kind": "Secret", "name": "app-secret", "namespace": ns}]
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "app-config", "namespace": ns},
+        {"apiVersion": "v1", "kind": "Secret", "name": "app-secret", "namespace": ns},
+    ]
 
 
 def create_app_objects(kube: Kube) -> None:
@@ -47,8 +49,11 @@ def at_rest(kube: Kube, name: str, triggers: int) -> bool:
     """The CTJ has fired ``triggers`` times and every resource is back at its reference."""
     status = kube.ctj(name).get("status") or {}
     found = status.get("resourceHashes") or []
-    return (status.get("triggerCount") == triggers and bool(found)
-            and all(e["changed"] is False and e["hash"] == e["lastTriggeredHash"] for e in found))
+    return (
+        status.get("triggerCount") == triggers
+        and bool(found)
+        and all(e["changed"] is False and e["hash"] == e["lastTriggeredHash"] for e in found)
+    )
 
 
 def leaked(text: str, values: tuple[str, ...]) -> list[str]:
@@ -68,8 +73,9 @@ def test_secret_hashes_are_keyed_and_values_never_leak(kube: Kube, operator: Ope
     # same computation on the Secret is a meaningful comparison.
     config = kube.get("configmap", "app-config")
     assert config is not None
-    assert config_entry["fields"] == [{"field": "*", "hash": hashing.digest(whole(config)),
-                                       "lastTriggeredHash": hashing.digest(whole(config))}]
+    assert config_entry["fields"] == [
+        {"field": "*", "hash": hashing.digest(whole(config)), "lastTriggeredHash": hashing.digest(whole(config))}
+    ]
 
     secret = kube.get("secret", "app-secret")
     assert secret is not None
@@ -92,15 +98,15 @@ def test_secret_hashes_are_keyed_and_values_never_leak(kube: Kube, operator: Ope
 
     secret = kube.get("secret", "app-secret")
     assert secret is not None
-    assert entries(kube, "multi-resource-any")[1]["hash"] == hashing.combine(
-        [hashing.digest(whole(secret), key=key)])
+    assert entries(kube, "multi-resource-any")[1]["hash"] == hashing.combine([hashing.digest(whole(secret), key=key)])
 
     documents = {
         "CTJ": json.dumps(kube.ctj("multi-resource-any")),
         "Events": kube.run("get", "events", "-n", kube.ns, "-o", "json").stdout,
         "Job": json.dumps(kube.jobs("multi-resource-any")),
-        "Job pods": kube.run("get", "pods", "-n", kube.ns, "-l",
-                             f"job-name={jobs[0]['metadata']['name']}", "-o", "json").stdout,
+        "Job pods": kube.run(
+            "get", "pods", "-n", kube.ns, "-l", f"job-name={jobs[0]['metadata']['name']}", "-o", "json"
+        ).stdout,
         "operator log": operator.logs(),
     }
     assert "app-secret" in documents["Events"]  # the Events do talk about the Secret, by name
@@ -118,8 +124,10 @@ def test_any_condition_triggers_on_either_resource(kube: Kube, operator: Operato
     wait_until(lambda: at_rest(kube, "multi-resource-any", 1), what="status after trigger 1")
 
     set_secret(kube, NEW_SECRET)
-    jobs = wait_until(lambda: len(kube.jobs("multi-resource-any")) == 2 and kube.jobs("multi-resource-any"),
-                      what="Job for the Secret change")
+    jobs = wait_until(
+        lambda: len(kube.jobs("multi-resource-any")) == 2 and kube.jobs("multi-resource-any"),
+        what="Job for the Secret change",
+    )
     wait_until(lambda: at_rest(kube, "multi-resource-any", 2), what="status after trigger 2")
     assert len(kube.jobs("multi-resource-any")) == 2
     changed = [j["metadata"]["annotations"]["changejob.dev/changed"] for j in jobs]
@@ -151,7 +159,8 @@ def test_all_condition_waits_for_every_resource(kube: Kube, operator: OperatorPr
     assert len(kube.jobs("multi-resource-all")) == 1
     assert jobs[0]["metadata"]["annotations"]["changejob.dev/trigger"] == "1"
     assert jobs[0]["metadata"]["annotations"]["changejob.dev/changed"] == (
-        f"ConfigMap/{kube.ns}/app-config:*,Secret/{kube.ns}/app-secret:*")
+        f"ConfigMap/{kube.ns}/app-config:*,Secret/{kube.ns}/app-secret:*"
+    )
     assert [e["changed"] for e in entries(kube, "multi-resource-all")] == [False, False]
 
     # One more change of one resource alone is again not enough.

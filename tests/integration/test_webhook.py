@@ -379,9 +379,7 @@ def test_certificate_secret_and_ca_bundle(webhook: Webhook, api_client: Any) -> 
         assert base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"]) == ca
 
     # a second replica creating the Secret loses the race and gets the first one's certificate
-    other = certs.issue(
-        names=certs.service_names(service=SERVICE, namespace=webhook.namespace), now=certs_now()
-    )
+    other = certs.issue(names=certs.service_names(service=SERVICE, namespace=webhook.namespace), now=certs_now())
     assert webhook.store.create(certs.to_secret_data(other)).data["ca.crt"] == ca
     # a replace based on a stale read loses and returns the winner's
     stale = webhook.store.read()

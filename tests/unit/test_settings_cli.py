@@ -72,15 +72,30 @@ def test_every_setting_has_a_flag(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_flags_are_parsed() -> None:
-    config = cli.parse([
-        "run", "--kubeconfig=/tmp/kc.yaml", "--context", "dev", "--namespaces=team-a, team-b",
-        "--poll-interval=1m30s", "--log-level=debug", "--log-format=json",
-        "--metrics-bind-address=127.0.0.1:9000", "--health-probe-bind-address=0",
-        "--leader-elect=true", "--leader-elect-lease-duration=20s", "--leader-elect-renew-deadline=15s",
-        "--leader-elect-retry-period=3s", "--leader-election-namespace=ops", "--shards=32",
-        "--identity=replica-1", "--workers=8", "--webhook-port=9443",
-        "--webhook-extra-sans=a.example,b.example",
-    ])
+    config = cli.parse(
+        [
+            "run",
+            "--kubeconfig=/tmp/kc.yaml",
+            "--context",
+            "dev",
+            "--namespaces=team-a, team-b",
+            "--poll-interval=1m30s",
+            "--log-level=debug",
+            "--log-format=json",
+            "--metrics-bind-address=127.0.0.1:9000",
+            "--health-probe-bind-address=0",
+            "--leader-elect=true",
+            "--leader-elect-lease-duration=20s",
+            "--leader-elect-renew-deadline=15s",
+            "--leader-elect-retry-period=3s",
+            "--leader-election-namespace=ops",
+            "--shards=32",
+            "--identity=replica-1",
+            "--workers=8",
+            "--webhook-port=9443",
+            "--webhook-extra-sans=a.example,b.example",
+        ]
+    )
     assert config.kubeconfig == "/tmp/kc.yaml" and config.context == "dev"
     assert config.namespaces == ["team-a", "team-b"]
     assert config.poll_interval == timedelta(minutes=1, seconds=30)
@@ -96,14 +111,17 @@ def test_flags_are_parsed() -> None:
     assert config.webhook_extra_sans == ["a.example", "b.example"]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("30s", timedelta(seconds=30)),
-    ("15m", timedelta(minutes=15)),
-    ("1h30m", timedelta(hours=1, minutes=30)),
-    ("1.5h", timedelta(hours=1, minutes=30)),
-    ("500ms", timedelta(milliseconds=500)),
-    ("2m0.25s", timedelta(minutes=2, milliseconds=250)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30s", timedelta(seconds=30)),
+        ("15m", timedelta(minutes=15)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("1.5h", timedelta(hours=1, minutes=30)),
+        ("500ms", timedelta(milliseconds=500)),
+        ("2m0.25s", timedelta(minutes=2, milliseconds=250)),
+    ],
+)
 def test_durations_use_go_syntax(text: str, expected: timedelta) -> None:
     assert cli.parse(["run", f"--poll-interval={text}"]).poll_interval == expected
     assert cli.parse(["run", f"--watch-timeout={text}"]).watch_timeout == expected
@@ -164,21 +182,38 @@ def test_identity_defaults_to_host_and_pid() -> None:
 
 
 def test_election_timing_accepts_the_boundary() -> None:
-    config = cli.parse(["run", "--leader-elect-lease-duration=3s", "--leader-elect-renew-deadline=2401ms",
-                        "--leader-elect-retry-period=2s"])
+    config = cli.parse(
+        [
+            "run",
+            "--leader-elect-lease-duration=3s",
+            "--leader-elect-renew-deadline=2401ms",
+            "--leader-elect-retry-period=2s",
+        ]
+    )
     assert config.leader_elect_renew_deadline == timedelta(milliseconds=2401)
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--leader-elect-lease-duration=10s", "--leader-elect-renew-deadline=10s"],
-     "--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline"),
-    (["--leader-elect-lease-duration=5s", "--leader-elect-renew-deadline=10s"],
-     "--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline"),
-    (["--leader-elect-renew-deadline=2400ms", "--leader-elect-retry-period=2s"],
-     "--leader-elect-renew-deadline must be greater than 1.2 x --leader-elect-retry-period"),
-    (["--leader-elect-retry-period=9s"],
-     "--leader-elect-renew-deadline must be greater than 1.2 x --leader-elect-retry-period"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--leader-elect-lease-duration=10s", "--leader-elect-renew-deadline=10s"],
+            "--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline",
+        ),
+        (
+            ["--leader-elect-lease-duration=5s", "--leader-elect-renew-deadline=10s"],
+            "--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline",
+        ),
+        (
+            ["--leader-elect-renew-deadline=2400ms", "--leader-elect-retry-period=2s"],
+            "--leader-elect-renew-deadline must be greater than 1.2 x --leader-elect-retry-period",
+        ),
+        (
+            ["--leader-elect-retry-period=9s"],
+            "--leader-elect-renew-deadline must be greater than 1.2 x --leader-elect-retry-period",
+        ),
+    ],
+)
 def test_election_timing_is_validated(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match="must be greater than"):
         cli.parse(["run", *argv])
@@ -188,8 +223,9 @@ def test_election_timing_is_validated(argv: list[str], message: str, capsys: pyt
     assert err.startswith("kube-changejob: invalid")
 
 
-def test_election_timing_from_environment_is_validated(monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_election_timing_from_environment_is_validated(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("CHANGEJOB_LEADER_ELECT_RETRY_PERIOD", "10s")
     code, err = run_main(["run"], capsys)
     assert code == 2
@@ -200,24 +236,28 @@ def test_election_timing_from_environment_is_validated(monkeypatch: pytest.Monke
 # Bad values: exit code 2 and a message naming the setting, before any cluster access
 
 
-@pytest.mark.parametrize(("argv", "fragments"), [
-    (["--poll-interval=abc"], ("poll_interval", "invalid duration 'abc'")),
-    (["--poll-interval=30"], ("poll_interval", "invalid duration '30'")),
-    (["--poll-interval=-5s"], ("poll_interval", "must not be negative")),
-    (["--poll-interval=0s"], ("--poll-interval must be positive",)),
-    (["--watch-timeout=5 minutes"], ("watch_timeout", "invalid duration")),
-    (["--workers=0"], ("workers", "greater than or equal to 1")),
-    (["--workers=65"], ("workers", "less than or equal to 64")),
-    (["--shards=x"], ("shards", "valid integer")),
-    (["--shards=0"], ("shards", "greater than or equal to 1")),
-    (["--log-level=trace"], ("log_level", "'debug', 'info', 'warning' or 'error'")),
-    (["--log-format=xml"], ("log_format", "'text' or 'json'")),
-    (["--webhook-port=70000"], ("webhook_port", "less than or equal to 65535")),
-    (["--webhook-cert-mode=acme"], ("webhook_cert_mode", "self-signed")),
-    (["--leader-elect=maybe"], ("leader_elect", "valid boolean")),
-])
-def test_bad_flag_values_exit_2(argv: list[str], fragments: tuple[str, ...],
-                                capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["--poll-interval=abc"], ("poll_interval", "invalid duration 'abc'")),
+        (["--poll-interval=30"], ("poll_interval", "invalid duration '30'")),
+        (["--poll-interval=-5s"], ("poll_interval", "must not be negative")),
+        (["--poll-interval=0s"], ("--poll-interval must be positive",)),
+        (["--watch-timeout=5 minutes"], ("watch_timeout", "invalid duration")),
+        (["--workers=0"], ("workers", "greater than or equal to 1")),
+        (["--workers=65"], ("workers", "less than or equal to 64")),
+        (["--shards=x"], ("shards", "valid integer")),
+        (["--shards=0"], ("shards", "greater than or equal to 1")),
+        (["--log-level=trace"], ("log_level", "'debug', 'info', 'warning' or 'error'")),
+        (["--log-format=xml"], ("log_format", "'text' or 'json'")),
+        (["--webhook-port=70000"], ("webhook_port", "less than or equal to 65535")),
+        (["--webhook-cert-mode=acme"], ("webhook_cert_mode", "self-signed")),
+        (["--leader-elect=maybe"], ("leader_elect", "valid boolean")),
+    ],
+)
+def test_bad_flag_values_exit_2(
+    argv: list[str], fragments: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
     code, err = run_main(["run", *argv], capsys)
     assert code == 2, err
     assert err.startswith("kube-changejob: invalid"), err
@@ -225,26 +265,33 @@ def test_bad_flag_values_exit_2(argv: list[str], fragments: tuple[str, ...],
         assert fragment in err, err
 
 
-@pytest.mark.parametrize(("variable", "value", "fragment"), [
-    ("POLL_INTERVAL", "abc", "invalid duration 'abc'"),
-    ("CHANGEJOB_POLL_INTERVAL", "soon", "invalid duration 'soon'"),
-    ("CHANGEJOB_WORKERS", "many", "workers"),
-    ("CHANGEJOB_LOG_FORMAT", "yaml", "log_format"),
-])
-def test_bad_environment_values_exit_2(variable: str, value: str, fragment: str, monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("POLL_INTERVAL", "abc", "invalid duration 'abc'"),
+        ("CHANGEJOB_POLL_INTERVAL", "soon", "invalid duration 'soon'"),
+        ("CHANGEJOB_WORKERS", "many", "workers"),
+        ("CHANGEJOB_LOG_FORMAT", "yaml", "log_format"),
+    ],
+)
+def test_bad_environment_values_exit_2(
+    variable: str, value: str, fragment: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv(variable, value)
     code, err = run_main(["run"], capsys)
     assert code == 2, err
     assert fragment in err, err
 
 
-@pytest.mark.parametrize("argv", [
-    ["run", "--no-such-flag=1"],
-    ["run", "--workers"],
-    [],
-    ["walk"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--no-such-flag=1"],
+        ["run", "--workers"],
+        [],
+        ["walk"],
+    ],
+)
 def test_bad_command_lines_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run_main(argv, capsys)
     assert code == 2
@@ -256,19 +303,30 @@ def test_every_error_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 3, err
-    assert {line.split(":")[1].strip() for line in lines} == {"invalid workers", "invalid shards",
-                                                              "invalid log_level"}
+    assert {line.split(":")[1].strip() for line in lines} == {"invalid workers", "invalid shards", "invalid log_level"}
 
 
 def test_process_exit_code_is_2() -> None:
     """The installed entry point really exits with 2 (checked in a child process, no cluster needed)."""
     env = {"PYTHONPATH": str(OPERATOR_SRC), "PATH": "/usr/bin:/bin"}
-    bad_value = subprocess.run([sys.executable, "-m", "changejob.cli", "run", "--poll-interval=soon"],
-                               capture_output=True, text=True, env=env, timeout=60, check=False)
+    bad_value = subprocess.run(
+        [sys.executable, "-m", "changejob.cli", "run", "--poll-interval=soon"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert bad_value.returncode == 2, bad_value.stderr
     assert "kube-changejob: invalid poll_interval" in bad_value.stderr
     assert "Traceback" not in bad_value.stderr
-    bad_flag = subprocess.run([sys.executable, "-m", "changejob.cli", "run", "--pol-interval=5s"],
-                              capture_output=True, text=True, env=env, timeout=60, check=False)
+    bad_flag = subprocess.run(
+        [sys.executable, "-m", "changejob.cli", "run", "--pol-interval=5s"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert bad_flag.returncode == 2, bad_flag.stderr
     assert "unrecognized arguments: --pol-interval=5s" in bad_flag.stderr

@@ -54,9 +54,7 @@ class SubjectAccessChecker:
         namespace: str | None,
         name: str | None,
     ) -> bool:
-        body = review_body(
-            user=user, verb=verb, group=group, resource=resource, namespace=namespace, name=name
-        )
+        body = review_body(user=user, verb=verb, group=group, resource=resource, namespace=namespace, name=name)
         answer = self._t.request("POST", SAR_PATH, body=body, span_resource="subjectaccessreviews")
         status = (answer or {}).get("status") or {}
         return bool(status.get("allowed")) and not status.get("denied")

@@ -141,9 +141,7 @@ def ca_bundle_patch(config: Mapping[str, Any], ca_bundle: str) -> list[dict[str,
 class WebhookConfigs:
     """The webhook configurations whose caBundle the operator keeps in step with its CA."""
 
-    def __init__(
-        self, api_client: k8s_client.ApiClient, *, validating: str | None, mutating: str | None
-    ) -> None:
+    def __init__(self, api_client: k8s_client.ApiClient, *, validating: str | None, mutating: str | None) -> None:
         self._t = transport.Transport(api_client)
         self._paths = [
             f"{ADMISSION_PATH}/{plural}/{name}"
@@ -172,9 +170,7 @@ class WebhookConfigs:
             if not ops:
                 return 0
             try:
-                self._t.request(
-                    "PATCH", path, body=ops, content_type=JSON_PATCH, span_resource="webhookconfigurations"
-                )
+                self._t.request("PATCH", path, body=ops, content_type=JSON_PATCH, span_resource="webhookconfigurations")
             except transport.ApiError as exc:
                 # a failed ``test`` op: the list changed under us; read it again
                 if exc.status != 422 or attempt == attempts - 1:

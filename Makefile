@@ -1,0 +1,66 @@
+# kube-changejob developer entry points. `make` alone lists them.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
+
+PYTHON ?= python3
+VENV := .venv
+VENV_STAMP := $(VENV)/.installed
+PY := $(VENV)/bin/python
+# Which cluster `make cluster-up/down` manage; the test fixture uses changejob-test too, so a cluster
+# started here is reused (and kept) by `make test`.
+CLUSTER_NAME ?= changejob-test
+# Extra arguments for pytest, e.g. `make test PYTEST_ARGS='-k smoke -x'`.
+PYTEST_ARGS ?=
+# Tools to build (tools/build.sh; empty = all pinned tools). Cached builds take a second.
+TOOLS ?=
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: tools
+tools: ## Build the pinned binaries (Kubernetes, etcd, kwok, helm, ...) into .tools/bin
+	tools/build.sh $(TOOLS)
+
+.PHONY: venv
+venv: $(VENV_STAMP) ## Create .venv with the project and its test extras
+
+# Reinstalls only when pyproject.toml changes.
+$(VENV_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required, $(PYTHON) is %d.%d" % sys.version_info[:2])'
+	[[ -x $(PY) ]] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+.PHONY: test
+test: venv tools ## Run the unit and integration tests (boots the local cluster itself)
+	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+
+.PHONY: unit
+unit: venv ## Run only the unit tests (no cluster)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: venv ## ruff check, ruff format --check, mypy, import-linter
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+.PHONY: cluster-up
+cluster-up: tools ## Start (or reuse) the local cluster CLUSTER_NAME; prints its KUBECONFIG
+	tools/cluster.sh up $(CLUSTER_NAME)
+
+.PHONY: cluster-down
+cluster-down: ## Delete the local cluster CLUSTER_NAME
+	tools/cluster.sh down $(CLUSTER_NAME)
+
+.PHONY: cluster-status
+cluster-status: ## List the local clusters and their health
+	tools/cluster.sh status
+
+.PHONY: demo
+demo: venv tools ## Boot the demo cluster and show a Job running to completion
+	tools/demo.sh
