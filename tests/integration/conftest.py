@@ -40,18 +40,41 @@ def _cluster_sh(*args: str, timeout: float = 600) -> subprocess.CompletedProcess
     )
 
 
+def _other_live_sessions(users: pathlib.Path) -> list[int]:
+    """Process ids of other live test sessions registered as users of a cluster."""
+    others = []
+    for entry in users.glob("*"):
+        pid = int(entry.name) if entry.name.isdigit() else -1
+        if pid != os.getpid() and pathlib.Path(f"/proc/{pid}").exists():
+            others.append(pid)
+        elif pid != os.getpid():
+            entry.unlink(missing_ok=True)
+    return others
+
+
 def _kwok_cluster(name: str, *, keep: bool) -> Iterator[helpers.Cluster]:
-    """Boot (or reuse) the kwok cluster NAME; delete it afterwards only if this session created it."""
+    """Boot (or reuse) the kwok cluster NAME.
+
+    Afterwards the cluster is deleted only if this session created it and no other live session
+    (another pytest on the same machine) registered as its user meanwhile.
+    """
     existed = _cluster_sh("check", name, timeout=60).returncode == 0
     up = _cluster_sh("up", name)
     if up.returncode != 0:
         pytest.fail(f"tools/cluster.sh up {name} failed (exit {up.returncode}):\n{up.stderr}", pytrace=False)
+    users = helpers.CLUSTER_DIR / "users" / name
+    users.mkdir(parents=True, exist_ok=True)
+    (users / str(os.getpid())).touch()
     kubeconfig = pathlib.Path(_cluster_sh("kubeconfig", name, timeout=30).stdout.strip())
-    yield helpers.Cluster(name=name, kubeconfig=kubeconfig, backend="kwok", workdir=kubeconfig.parent)
-    if not existed and not keep:
-        down = _cluster_sh("down", name, timeout=120)
-        if down.returncode != 0:
-            pytest.fail(f"tools/cluster.sh down {name} failed:\n{down.stderr}", pytrace=False)
+    try:
+        yield helpers.Cluster(name=name, kubeconfig=kubeconfig, backend="kwok", workdir=kubeconfig.parent)
+    finally:
+        (users / str(os.getpid())).unlink(missing_ok=True)
+    if existed or keep or _other_live_sessions(users):
+        return
+    down = _cluster_sh("down", name, timeout=120)
+    if down.returncode != 0:
+        pytest.fail(f"tools/cluster.sh down {name} failed:\n{down.stderr}", pytrace=False)
 
 
 def _docker_problem() -> str | None:

@@ -7,6 +7,7 @@ and removes that label again whatever happens.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -50,6 +51,10 @@ def heartbeat(kube: Kube) -> str:
     return now
 
 
+def probe_fired(kube: Kube, times: int) -> bool:
+    return len(kube.jobs("heartbeat-probe")) >= times
+
+
 def test_node_label_change_triggers(kube: Kube, operator: OperatorProcess, node_label: str) -> None:
     kube.apply(ctj_body("node-watcher", [node_ref(["metadata.labels"])], cooldown="0s"))
     wait_until(baseline_recorded(kube, "node-watcher"), what="baseline")
@@ -84,7 +89,7 @@ def test_node_heartbeat_never_triggers(kube: Kube, operator: OperatorProcess, no
     for beat in (1, 2):
         stamp = heartbeat(kube)
         wait_until(
-            lambda n=beat: len(kube.jobs("heartbeat-probe")) >= n,
+            functools.partial(probe_fired, kube, beat),
             timeout=15,
             what=f"the operator to see heartbeat {beat} ({stamp})",
         )

@@ -7,13 +7,28 @@ every other CTJ.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import pytest
 from ctj_helpers import Kube, baseline_recorded, condition, ctj_body, wait_until
 from operator_proc import OperatorProcess
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
+
+
+def until(fn: Callable[[], T | None], *, what: str, timeout: float = 30.0) -> T:
+    """``wait_until`` for a predicate that returns a value or None: the value, typed without None."""
+    found = wait_until(fn, timeout=timeout, what=what)
+    assert found is not None
+    return found
+
+
+def cond(ctj: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    found = condition(ctj, type_)
+    assert found is not None, f"no {type_} condition in {ctj.get('status')}"
+    return found
 
 
 def config_ref(kube: Kube, name: str, **extra: Any) -> dict[str, Any]:
@@ -22,8 +37,8 @@ def config_ref(kube: Kube, name: str, **extra: Any) -> dict[str, Any]:
 
 def degraded(kube: Kube, name: str, reason: str) -> dict[str, Any] | None:
     ctj = kube.ctj(name)
-    cond = condition(ctj, "Degraded")
-    return ctj if cond is not None and cond["status"] == "True" and cond["reason"] == reason else None
+    found = condition(ctj, "Degraded")
+    return ctj if found is not None and found["status"] == "True" and found["reason"] == reason else None
 
 
 def assert_serving(kube: Kube, operator: OperatorProcess) -> None:
@@ -47,13 +62,13 @@ def with_healthy_companion(kube: Kube) -> None:
 
 def test_missing_resource_then_created(kube: Kube, operator: OperatorProcess) -> None:
     kube.apply(ctj_body("waits", [config_ref(kube, "not-yet")], cooldown="0s"))
-    ctj = wait_until(lambda: degraded(kube, "waits", "ResourceMissing"), what="Degraded ResourceMissing")
+    ctj = until(lambda: degraded(kube, "waits", "ResourceMissing"), what="Degraded ResourceMissing")
     entry = ctj["status"]["resourceHashes"][0]
     assert entry["state"] == "Missing" and entry["hash"] == "absent" and "lastTriggeredHash" not in entry
     assert "not-yet" in entry["message"]
-    ready = condition(ctj, "Ready")
-    assert ready is not None and (ready["status"], ready["reason"]) == ("False", "ResourceMissing")
-    assert f"ConfigMap/{kube.ns}/not-yet" in condition(ctj, "Degraded")["message"]  # type: ignore[index]
+    ready = cond(ctj, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ResourceMissing")
+    assert f"ConfigMap/{kube.ns}/not-yet" in cond(ctj, "Degraded")["message"]
     events = wait_until(
         lambda: [e for e in kube.events("waits") if e["reason"] == "ResourceMissing"], what="the ResourceMissing Event"
     )
@@ -63,16 +78,16 @@ def test_missing_resource_then_created(kube: Kube, operator: OperatorProcess) ->
 
     def recovered() -> dict[str, Any] | None:
         found = kube.ctj("waits")
-        cond = condition(found, "Degraded")
+        degraded_ = condition(found, "Degraded")
         entry = found["status"]["resourceHashes"][0]
-        return found if cond and cond["status"] == "False" and entry.get("lastTriggeredHash") else None
+        return found if degraded_ and degraded_["status"] == "False" and entry.get("lastTriggeredHash") else None
 
-    ctj = wait_until(recovered, what="baseline once the ConfigMap exists")
+    ctj = until(recovered, what="baseline once the ConfigMap exists")
     entry = ctj["status"]["resourceHashes"][0]
     assert entry["state"] == "Present" and entry["hash"] == entry["lastTriggeredHash"]
     assert entry["changed"] is False
-    assert condition(ctj, "Degraded")["reason"] == "AsExpected"  # type: ignore[index]
-    assert condition(ctj, "Ready")["status"] == "True"  # type: ignore[index]
+    assert cond(ctj, "Degraded")["reason"] == "AsExpected"
+    assert cond(ctj, "Ready")["status"] == "True"
     assert ctj["status"]["triggerCount"] == 0
     assert kube.jobs("waits") == []
 
@@ -95,12 +110,12 @@ def test_invalid_field_path(kube: Kube, operator: OperatorProcess) -> None:
     kube.apply(broken)
     with_healthy_companion(kube)
 
-    ctj = wait_until(lambda: degraded(kube, "broken", "InvalidSpec"), what="Degraded InvalidSpec")
-    message = condition(ctj, "Degraded")["message"]  # type: ignore[index]
+    ctj = until(lambda: degraded(kube, "broken", "InvalidSpec"), what="Degraded InvalidSpec")
+    message = cond(ctj, "Degraded")["message"]
     assert "spec.resources[0].fields[1]" in message and "data[" in message, message
     for type_ in ("Ready", "Available"):
-        cond = condition(ctj, type_)
-        assert cond is not None and (cond["status"], cond["reason"]) == ("False", "InvalidSpec"), cond
+        found = cond(ctj, type_)
+        assert (found["status"], found["reason"]) == ("False", "InvalidSpec"), found
     assert ctj["status"]["observedGeneration"] == ctj["metadata"]["generation"]
     events = wait_until(
         lambda: [e for e in kube.events("broken") if e["reason"] == "InvalidSpec"], what="the InvalidSpec Event"
@@ -115,8 +130,8 @@ def test_invalid_field_path(kube: Kube, operator: OperatorProcess) -> None:
     kube.apply(broken)
     wait_until(baseline_recorded(kube, "broken"), what="baseline after the fix")
     ctj = kube.ctj("broken")
-    assert condition(ctj, "Degraded")["status"] == "False"  # type: ignore[index]
-    assert condition(ctj, "Available")["status"] == "True"  # type: ignore[index]
+    assert cond(ctj, "Degraded")["status"] == "False"
+    assert cond(ctj, "Available")["status"] == "True"
     kube.patch("configmap", "cfg", {"data": {"k": "w"}})
     wait_until(lambda: kube.jobs("broken"), what="a Job after the fix")
 
@@ -149,11 +164,11 @@ def test_resource_that_cannot_be_watched(
     kube.apply(ctj_body("unwatchable", [resource], cooldown="0s"))
     with_healthy_companion(kube)
 
-    ctj = wait_until(lambda: degraded(kube, "unwatchable", "InvalidSpec"), what="Degraded InvalidSpec")
-    message = condition(ctj, "Degraded")["message"]  # type: ignore[index]
+    ctj = until(lambda: degraded(kube, "unwatchable", "InvalidSpec"), what="Degraded InvalidSpec")
+    message = cond(ctj, "Degraded")["message"]
     assert expected in message and "spec.resources[0]" in message, message
-    ready = condition(ctj, "Ready")
-    assert ready is not None and (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    ready = cond(ctj, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     events = wait_until(
         lambda: [e for e in kube.events("unwatchable") if e["reason"] == "InvalidSpec"], what="the InvalidSpec Event"
     )

@@ -159,6 +159,7 @@ def test_each_of_several_fields_triggers(kube: Kube, operator: OperatorProcess) 
             return jobs if len(jobs) >= n else None
 
         jobs = wait_until(fired, what=f"the Job for {field}")
+        assert jobs is not None
         wait_until(
             lambda: kube.ctj("multi-field-watcher")["status"]["resourceHashes"][0]["changed"] is False,
             what="status after the trigger",
@@ -218,6 +219,7 @@ def test_editing_fields_records_a_new_baseline(kube: Kube, operator: OperatorPro
         return ctj if [f["field"] for f in entry["fields"]] == ["data.b"] else None
 
     ctj = wait_until(rebaselined, what="status for the edited fields")
+    assert ctj is not None
     entry = ctj["status"]["resourceHashes"][0]
     assert ctj["status"]["observedGeneration"] == ctj["metadata"]["generation"] == 2
     assert entry["lastTriggeredHash"] == entry["hash"] != first["hash"]

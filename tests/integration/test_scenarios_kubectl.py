@@ -51,7 +51,9 @@ def job_done(kube: Kube, number: int, phase: str) -> str:
             return str(st["lastJobName"])
         return None
 
-    return wait_until(check, timeout=60, what=f"trigger {number} {phase}")
+    found = wait_until(check, timeout=60, what=f"trigger {number} {phase}")
+    assert found is not None
+    return found
 
 
 @pytest.fixture

@@ -124,12 +124,10 @@ def test_any_condition_triggers_on_either_resource(kube: Kube, operator: Operato
     wait_until(lambda: at_rest(kube, "multi-resource-any", 1), what="status after trigger 1")
 
     set_secret(kube, NEW_SECRET)
-    jobs = wait_until(
-        lambda: len(kube.jobs("multi-resource-any")) == 2 and kube.jobs("multi-resource-any"),
-        what="Job for the Secret change",
-    )
+    wait_until(lambda: len(kube.jobs("multi-resource-any")) == 2, what="Job for the Secret change")
     wait_until(lambda: at_rest(kube, "multi-resource-any", 2), what="status after trigger 2")
-    assert len(kube.jobs("multi-resource-any")) == 2
+    jobs = kube.jobs("multi-resource-any")
+    assert len(jobs) == 2
     changed = [j["metadata"]["annotations"]["changejob.dev/changed"] for j in jobs]
     assert changed == [f"ConfigMap/{kube.ns}/app-config:*", f"Secret/{kube.ns}/app-secret:*"]
 
@@ -146,7 +144,9 @@ def test_all_condition_waits_for_every_resource(kube: Kube, operator: OperatorPr
         found = entries(kube, "multi-resource-all")
         return found if found[0]["hash"] != baseline[0]["hash"] else None
 
-    config_entry, secret_entry = wait_until(config_change_seen, what="status showing the ConfigMap change")
+    seen = wait_until(config_change_seen, what="status showing the ConfigMap change")
+    assert seen is not None
+    config_entry, secret_entry = seen
     assert config_entry["changed"] is True and config_entry["lastTriggeredHash"] == baseline[0]["hash"]
     assert secret_entry["changed"] is False and secret_entry["hash"] == baseline[1]["hash"]
     status = kube.ctj("multi-resource-all")["status"]

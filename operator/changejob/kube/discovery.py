@@ -48,7 +48,7 @@ class Discovery:
         self,
         api_client: k8s_client.ApiClient,
         *,
-        refresh_interval: float = 30.0,
+        refresh_interval: float = 5.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
         import time  # the clock is injectable; the default is the monotonic one
