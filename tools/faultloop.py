@@ -318,7 +318,7 @@ def ctj_body(*, name: str, namespace: str, configmap: str) -> dict[str, Any]:
         "apiVersion": "triggers.changejob.dev/v1alpha", "kind": "ChangeTriggeredJob",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
-            "cooldown": "0s", "history": 100000,
+            "cooldown": "0s", "history": 1000,  # the maximum: no Job is pruned during a run
             "jobTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
                 "containers": [{"name": "hello", "image": "busybox", "command": ["true"]}],
                 "restartPolicy": "Never"}}}},

@@ -46,11 +46,16 @@ class Kubectl:
         self.binary = binary
         self.kubeconfig = kubeconfig
 
-    def __call__(self, *args: str, check: bool = True, input_: str | None = None,
-                 timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, check: bool = True, input_: str | None = None, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [str(self.binary), f"--kubeconfig={self.kubeconfig}", *args],
-            input=input_, capture_output=True, text=True, timeout=timeout, check=False,
+            input=input_,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
@@ -70,11 +75,19 @@ def render_chart(*, release: str, namespace: str, values: Mapping[str, Any], wor
     """``helm template`` of the chart with ``values`` (a values file, so lists stay lists)."""
     values_file = workdir / f"{release}-values.yaml"
     values_file.write_text(yaml.safe_dump(dict(values)))
-    env = {**os.environ, "HELM_CACHE_HOME": str(workdir / "helm" / "cache"),
-           "HELM_CONFIG_HOME": str(workdir / "helm" / "config"), "HELM_DATA_HOME": str(workdir / "helm" / "data")}
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": str(workdir / "helm" / "cache"),
+        "HELM_CONFIG_HOME": str(workdir / "helm" / "config"),
+        "HELM_DATA_HOME": str(workdir / "helm" / "data"),
+    }
     result = subprocess.run(
         [helm_binary(), "template", release, str(CHART), "--namespace", namespace, "--values", str(values_file)],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
     if result.returncode != 0:
         raise AssertionError(f"helm template failed:\n{result.stderr}")
@@ -89,8 +102,9 @@ class ChartRbac:
     cluster-scoped ones apart from other tests'.
     """
 
-    def __init__(self, *, admin: Kubectl, namespace: str, values: Mapping[str, Any], workdir: Path,
-                 release: str | None = None) -> None:
+    def __init__(
+        self, *, admin: Kubectl, namespace: str, values: Mapping[str, Any], workdir: Path, release: str | None = None
+    ) -> None:
         self.admin = admin
         self.namespace = namespace
         self.release = release or f"kube-changejob-{uuid.uuid4().hex[:6]}"
@@ -113,15 +127,23 @@ class ChartRbac:
         return matches[0]
 
     def apply(self) -> None:
-        self.admin("apply", "--server-side", "--field-manager=rbac-test", "-f", "-",
-                   input_=yaml.safe_dump_all(self.objects))
+        self.admin(
+            "apply", "--server-side", "--field-manager=rbac-test", "-f", "-", input_=yaml.safe_dump_all(self.objects)
+        )
 
     def delete_cluster_scoped(self) -> None:
         """Cluster-scoped objects outlive the test namespace: delete them explicitly."""
         cluster_scoped = [d for d in self.objects if d["kind"] in CLUSTER_SCOPED_KINDS]
         if cluster_scoped:
-            self.admin("delete", "--ignore-not-found", "--wait=false", "-f", "-",
-                       input_=yaml.safe_dump_all(cluster_scoped), check=False)
+            self.admin(
+                "delete",
+                "--ignore-not-found",
+                "--wait=false",
+                "-f",
+                "-",
+                input_=yaml.safe_dump_all(cluster_scoped),
+                check=False,
+            )
 
 
 def admin_cluster_entry(admin: Kubectl) -> tuple[str, str]:
@@ -131,17 +153,18 @@ def admin_cluster_entry(admin: Kubectl) -> tuple[str, str]:
     return str(cluster["server"]), str(cluster["certificate-authority-data"])
 
 
-def service_account_kubeconfig(*, admin: Kubectl, namespace: str, service_account: str, path: Path,
-                               duration: str = "1h") -> Path:
+def service_account_kubeconfig(
+    *, admin: Kubectl, namespace: str, service_account: str, path: Path, duration: str = "1h"
+) -> Path:
     """A kubeconfig for ``service_account`` with a TokenRequest token (no client certificate)."""
     token = admin("create", "token", service_account, "-n", namespace, f"--duration={duration}").stdout.strip()
     server, ca_data = admin_cluster_entry(admin)
     config = {
-        "apiVersion": "v1", "kind": "Config",
+        "apiVersion": "v1",
+        "kind": "Config",
         "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority-data": ca_data}}],
         "users": [{"name": service_account, "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": service_account,
-                                                "namespace": namespace}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": service_account, "namespace": namespace}}],
         "current-context": "sa",
     }
     path.write_text(yaml.safe_dump(config))
@@ -165,6 +188,11 @@ def chart_operator_args(*, leader_elect: bool = True, extra: Sequence[str] = ())
     namespaces and the leader-election namespace like the chart does for watch.namespaces and the
     release namespace.
     """
-    return (f"--leader-elect={'true' if leader_elect else 'false'}", "--leader-elect-lease-duration=15s",
-            "--leader-elect-renew-deadline=10s", "--leader-elect-retry-period=2s", "--shards=16",
-            *extra)
+    return (
+        f"--leader-elect={'true' if leader_elect else 'false'}",
+        "--leader-elect-lease-duration=15s",
+        "--leader-elect-renew-deadline=10s",
+        "--leader-elect-retry-period=2s",
+        "--shards=16",
+        *extra,
+    )

@@ -84,7 +84,7 @@ def admin(cluster: Any) -> Kubectl:
 
 @pytest.fixture
 def admin_kube(admin: Kubectl, namespace: str, crd: None) -> Kube:
-    def run(*args: str, check: bool = True, input: str | None = None) -> Any:  # noqa: A002 - Kube's keyword
+    def run(*args: str, check: bool = True, input: str | None = None) -> Any:
         return admin(*args, check=check, input_=input)
 
     return Kube(kubectl=run, namespace=namespace)
@@ -100,10 +100,14 @@ def chart_rbac(admin: Kubectl, namespace: str, tmp_path: Path, crd: None) -> Ite
         installed.append(rbac)
         rbac.apply()
         # The authorizer sees new bindings within moments; the operator must not race them at start.
-        wait_granted(lambda: admin.can_i("create", "leases.coordination.k8s.io", "-n", namespace,
-                                         as_user=rbac.username), what=f"{rbac.username} create leases")
-        wait_granted(lambda: admin.can_i("watch", CTJ_RESOURCE, "-n", namespace, as_user=rbac.username),
-                     what=f"{rbac.username} watch changetriggeredjobs")
+        wait_granted(
+            lambda: admin.can_i("create", "leases.coordination.k8s.io", "-n", namespace, as_user=rbac.username),
+            what=f"{rbac.username} create leases",
+        )
+        wait_granted(
+            lambda: admin.can_i("watch", CTJ_RESOURCE, "-n", namespace, as_user=rbac.username),
+            what=f"{rbac.username} watch changetriggeredjobs",
+        )
         return rbac
 
     yield install
@@ -117,11 +121,19 @@ def chart_operator(admin: Kubectl, namespace: str, tmp_path: Path) -> Iterator[C
     started: list[OperatorProcess] = []
 
     def start(rbac: ChartRbac, *, extra: tuple[str, ...] = (), name: str = "operator") -> OperatorProcess:
-        kubeconfig = service_account_kubeconfig(admin=admin, namespace=namespace,
-                                                service_account=rbac.service_account,
-                                                path=tmp_path / f"{name}-sa.kubeconfig")
-        proc = OperatorProcess(kubeconfig=str(kubeconfig), namespace=namespace, workdir=tmp_path,
-                               extra=chart_operator_args(extra=extra), name=name)
+        kubeconfig = service_account_kubeconfig(
+            admin=admin,
+            namespace=namespace,
+            service_account=rbac.service_account,
+            path=tmp_path / f"{name}-sa.kubeconfig",
+        )
+        proc = OperatorProcess(
+            kubeconfig=str(kubeconfig),
+            namespace=namespace,
+            workdir=tmp_path,
+            extra=chart_operator_args(extra=extra),
+            name=name,
+        )
         started.append(proc)
         return proc.start()
 
@@ -157,6 +169,7 @@ def job_succeeded(kube: Kube, name: str, job_name: str) -> Callable[[], dict[str
     def check() -> dict[str, Any] | None:
         status = kube.ctj(name).get("status") or {}
         return status if status.get("lastJobName") == job_name and status.get("lastJobStatus") == "Succeeded" else None
+
     return check
 
 
@@ -171,7 +184,11 @@ def namespaced(namespace: str, **watch: Any) -> dict[str, Any]:
 # --- the operator's own permissions ------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["cluster-wide", "namespaced"])
 def test_guide_scenarios_run_with_the_charts_rbac(
-    mode: str, admin: Kubectl, admin_kube: Kube, namespace: str, chart_rbac: Callable[..., ChartRbac],
+    mode: str,
+    admin: Kubectl,
+    admin_kube: Kube,
+    namespace: str,
+    chart_rbac: Callable[..., ChartRbac],
     chart_operator: Callable[..., OperatorProcess],
 ) -> None:
     kube = admin_kube
@@ -179,7 +196,9 @@ def test_guide_scenarios_run_with_the_charts_rbac(
     if mode == "namespaced":  # the watched types, Jobs and Events come from a Role, not the ClusterRole
         role = rbac.named("Role", "watch-role")
         assert role["metadata"]["namespace"] == namespace
-        manager_resources = {r for rule in rbac.named("ClusterRole", "manager-role")["rules"] for r in rule["resources"]}
+        manager_resources = {
+            r for rule in rbac.named("ClusterRole", "manager-role")["rules"] for r in rule["resources"]
+        }
         assert not manager_resources & {"configmaps", "secrets", "jobs", "events"}
     operator = chart_operator(rbac)
     # Its own bookkeeping in the release namespace: the hash key and the shard Leases.
@@ -195,19 +214,32 @@ def test_guide_scenarios_run_with_the_charts_rbac(
     kube.run("patch", "configmap", "my-config", "-n", namespace, "-p", '{"data":{"key":"newvalue"}}')
     (job,) = wait_until(lambda: kube.jobs("my-first-trigger"), what="the Job")
     assert job["metadata"]["labels"]["changejob.dev/owner"] == "my-first-trigger"
-    status = wait_until(job_succeeded(kube, "my-first-trigger", job["metadata"]["name"]), timeout=60,
-                        what="lastJobStatus Succeeded")
+    status = wait_until(
+        job_succeeded(kube, "my-first-trigger", job["metadata"]["name"]), timeout=60, what="lastJobStatus Succeeded"
+    )
     assert status["triggerCount"] == 1
     assert {"BaselineRecorded", "JobCreated"} <= {e["reason"] for e in kube.events("my-first-trigger")}
 
     # A Secret and a Deployment (only its images), either one triggers.
     kube.run("create", "secret", "generic", "app-secret", "-n", namespace, "--from-literal=password=one")
     kube.apply(WEB_APP)
-    kube.apply(ctj_body("app-watch", [
-        {"apiVersion": "v1", "kind": "Secret", "name": "app-secret", "namespace": namespace},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web-app", "namespace": namespace,
-         "fields": ["spec.template.spec.containers[*].image"]},
-    ], cooldown="0s", condition_="Any"))
+    kube.apply(
+        ctj_body(
+            "app-watch",
+            [
+                {"apiVersion": "v1", "kind": "Secret", "name": "app-secret", "namespace": namespace},
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": "web-app",
+                    "namespace": namespace,
+                    "fields": ["spec.template.spec.containers[*].image"],
+                },
+            ],
+            cooldown="0s",
+            condition_="Any",
+        )
+    )
     wait_until(baseline_recorded(kube, "app-watch"), what="baseline of app-watch")
     kube.patch("secret", "app-secret", {"stringData": {"password": "two"}})
     (first,) = wait_until(lambda: kube.jobs("app-watch"), what="the Job for the Secret")
@@ -215,12 +247,12 @@ def test_guide_scenarios_run_with_the_charts_rbac(
     wait_until(job_succeeded(kube, "app-watch", first["metadata"]["name"]), timeout=60, what="first Job done")
     kube.patch("deployment", "web-app", {"spec": {"replicas": 2}})  # not a selected field
     kube.run("set", "image", "deployment/web-app", "web=nginx:1.28", "-n", namespace)
-    jobs = wait_until(lambda: len(kube.jobs("app-watch")) == 2 and kube.jobs("app-watch"),
-                      what="the Job for the image")
+    jobs = wait_until(lambda: len(kube.jobs("app-watch")) == 2 and kube.jobs("app-watch"), what="the Job for the image")
     changed = jobs[1]["metadata"]["annotations"]["changejob.dev/changed"]
     assert changed == f"Deployment/{namespace}/web-app:spec.template.spec.containers[*].image", changed
-    status = wait_until(job_succeeded(kube, "app-watch", jobs[1]["metadata"]["name"]), timeout=60,
-                        what="second Job done")
+    status = wait_until(
+        job_succeeded(kube, "app-watch", jobs[1]["metadata"]["name"]), timeout=60, what="second Job done"
+    )
     assert status["triggerCount"] == 2
     assert [e["state"] for e in status["resourceHashes"]] == ["Present", "Present"]
     degraded = condition({"status": status}, "Degraded")
@@ -229,18 +261,32 @@ def test_guide_scenarios_run_with_the_charts_rbac(
 
 
 def test_a_type_missing_from_watch_resources_is_reported_not_fatal(
-    admin: Kubectl, admin_kube: Kube, namespace: str, chart_rbac: Callable[..., ChartRbac],
-    chart_operator: Callable[..., OperatorProcess], tmp_path: Path,
+    admin: Kubectl,
+    admin_kube: Kube,
+    namespace: str,
+    chart_rbac: Callable[..., ChartRbac],
+    chart_operator: Callable[..., OperatorProcess],
+    tmp_path: Path,
 ) -> None:
     kube = admin_kube
     rbac = chart_rbac(cluster_wide(resources=CONFIGMAPS_ONLY))
     operator = chart_operator(rbac)
     kube.run("create", "configmap", "cfg", "-n", namespace, "--from-literal=k=0")
     kube.run("create", "secret", "generic", "app-secret", "-n", namespace, "--from-literal=k=0")
-    kube.apply(ctj_body("cm-trigger", [{"apiVersion": "v1", "kind": "ConfigMap", "name": "cfg",
-                                        "namespace": namespace}], cooldown="0s"))
-    kube.apply(ctj_body("secret-trigger", [{"apiVersion": "v1", "kind": "Secret", "name": "app-secret",
-                                            "namespace": namespace}], cooldown="0s"))
+    kube.apply(
+        ctj_body(
+            "cm-trigger",
+            [{"apiVersion": "v1", "kind": "ConfigMap", "name": "cfg", "namespace": namespace}],
+            cooldown="0s",
+        )
+    )
+    kube.apply(
+        ctj_body(
+            "secret-trigger",
+            [{"apiVersion": "v1", "kind": "Secret", "name": "app-secret", "namespace": namespace}],
+            cooldown="0s",
+        )
+    )
 
     def degraded() -> dict[str, Any] | None:
         ctj = kube.ctj("secret-trigger")
@@ -275,20 +321,33 @@ def test_a_type_missing_from_watch_resources_is_reported_not_fatal(
     assert refused_requests(operator) >= 1  # the metric the scenarios rely on does count 403s
 
     # The ServiceAccount itself is refused Secrets: the API server, not the operator, enforces it.
-    sa = Kubectl(binary=admin.binary, kubeconfig=service_account_kubeconfig(
-        admin=admin, namespace=namespace, service_account=rbac.service_account, path=tmp_path / "probe.kubeconfig"))
-    for args in (("get", "secrets", "-n", namespace), ("get", "secrets", "-n", namespace, "--watch-only",
-                                                       "--request-timeout=5s"), ("get", "secret", "app-secret", "-n", "default")):
+    sa = Kubectl(
+        binary=admin.binary,
+        kubeconfig=service_account_kubeconfig(
+            admin=admin, namespace=namespace, service_account=rbac.service_account, path=tmp_path / "probe.kubeconfig"
+        ),
+    )
+    for args in (
+        ("get", "secrets", "-n", namespace),
+        ("get", "secrets", "-n", namespace, "--watch-only", "--request-timeout=5s"),
+        ("get", "secret", "app-secret", "-n", "default"),
+    ):
         refused = sa(*args, check=False)
         assert refused.returncode != 0 and "Forbidden" in refused.stderr, (args, refused.stderr)
     listed = sa("get", "secrets", "-n", namespace, check=False).stderr
-    assert re.search(rf'User "{re.escape(rbac.username)}" cannot list resource "secrets" in API group "" '
-                     rf'in the namespace "{namespace}"', listed), listed
+    assert re.search(
+        rf'User "{re.escape(rbac.username)}" cannot list resource "secrets" in API group "" '
+        rf'in the namespace "{namespace}"',
+        listed,
+    ), listed
     assert sa("get", "configmaps", "-n", namespace).returncode == 0
 
 
 def test_granting_the_named_rule_recovers_without_a_job(
-    admin: Kubectl, admin_kube: Kube, namespace: str, chart_rbac: Callable[..., ChartRbac],
+    admin: Kubectl,
+    admin_kube: Kube,
+    namespace: str,
+    chart_rbac: Callable[..., ChartRbac],
     chart_operator: Callable[..., OperatorProcess],
 ) -> None:
     kube = admin_kube
@@ -296,17 +355,28 @@ def test_granting_the_named_rule_recovers_without_a_job(
     rbac = chart_rbac(values)
     operator = chart_operator(rbac)
     kube.run("create", "secret", "generic", "app-secret", "-n", namespace, "--from-literal=k=0")
-    kube.apply(ctj_body("secret-trigger", [{"apiVersion": "v1", "kind": "Secret", "name": "app-secret",
-                                            "namespace": namespace}], cooldown="0s"))
-    wait_until(lambda: (condition(kube.ctj("secret-trigger"), "Degraded") or {}).get("reason") == "ResourceForbidden",
-               what="ResourceForbidden")
+    kube.apply(
+        ctj_body(
+            "secret-trigger",
+            [{"apiVersion": "v1", "kind": "Secret", "name": "app-secret", "namespace": namespace}],
+            cooldown="0s",
+        )
+    )
+    wait_until(
+        lambda: (condition(kube.ctj("secret-trigger"), "Degraded") or {}).get("reason") == "ResourceForbidden",
+        what="ResourceForbidden",
+    )
 
     # What the message says to do, done the chart's way: add secrets to watch.resources and upgrade.
-    upgraded = ChartRbac(admin=admin, namespace=namespace, release=rbac.release, workdir=Path(operator.workdir),
-                         values=cluster_wide(resources=[{"apiGroup": "", "resources": ["configmaps", "secrets"]}]))
+    upgraded = ChartRbac(
+        admin=admin,
+        namespace=namespace,
+        release=rbac.release,
+        workdir=Path(operator.workdir),
+        values=cluster_wide(resources=[{"apiGroup": "", "resources": ["configmaps", "secrets"]}]),
+    )
     upgraded.apply()
-    wait_granted(lambda: admin.can_i("watch", "secrets", "-n", namespace, as_user=rbac.username),
-                 what="watch secrets")
+    wait_granted(lambda: admin.can_i("watch", "secrets", "-n", namespace, as_user=rbac.username), what="watch secrets")
 
     # The stream retries a refused list after about a minute; then the CTJ is ready, and a resource
     # that becomes readable is a baseline, not a change.
@@ -322,11 +392,16 @@ def test_granting_the_named_rule_recovers_without_a_job(
 
 # --- users: the aggregated ClusterRoles ---------------------------------------------------------------
 def test_namespace_editors_manage_and_viewers_read_ctjs(
-    admin: Kubectl, admin_kube: Kube, namespace: str, chart_rbac: Callable[..., ChartRbac],
+    admin: Kubectl,
+    admin_kube: Kube,
+    namespace: str,
+    chart_rbac: Callable[..., ChartRbac],
 ) -> None:
     kube = admin_kube
     rbac = chart_rbac(cluster_wide())
-    labels = {name: rbac.named("ClusterRole", f"ctj-{name}")["metadata"]["labels"] for name in ("admin", "editor", "viewer")}
+    labels = {
+        name: rbac.named("ClusterRole", f"ctj-{name}")["metadata"]["labels"] for name in ("admin", "editor", "viewer")
+    }
     assert labels["admin"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
     assert labels["editor"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
     assert labels["viewer"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
@@ -340,7 +415,8 @@ def test_namespace_editors_manage_and_viewers_read_ctjs(
     ns = ("-n", namespace)
     for verb in ("create", "get", "list", "watch", "update", "patch", "delete"):
         assert admin.can_i(verb, CTJ_RESOURCE, *ns, as_user=alice), verb
-    assert not admin.can_i("update", CTJ_RESOURCE, "--subresource=status", *ns, as_user=alice)  # status is the operator's
+    # The status belongs to the operator: users may read it, not write it.
+    assert not admin.can_i("update", CTJ_RESOURCE, "--subresource=status", *ns, as_user=alice)
     for verb in ("get", "list", "watch"):
         assert admin.can_i(verb, CTJ_RESOURCE, *ns, as_user=bob), verb
     for verb in ("create", "update", "patch", "delete"):
@@ -349,16 +425,18 @@ def test_namespace_editors_manage_and_viewers_read_ctjs(
     assert not admin.can_i("create", CTJ_RESOURCE, "-n", "default", as_user=alice)  # only where bound
 
     # And for real, through the API server.
-    manifest = yaml.safe_dump(ctj_body("by-alice", [{"apiVersion": "v1", "kind": "ConfigMap", "name": "cfg",
-                                                    "namespace": namespace}]))
+    manifest = yaml.safe_dump(
+        ctj_body("by-alice", [{"apiVersion": "v1", "kind": "ConfigMap", "name": "cfg", "namespace": namespace}])
+    )
     admin(f"--as={alice}", "create", *ns, "-f", "-", input_=manifest)
     got = admin(f"--as={bob}", "get", CTJ_RESOURCE, "by-alice", *ns, "-o", "json")
     assert json.loads(got.stdout)["metadata"]["name"] == "by-alice"
-    refused = admin(f"--as={bob}", "create", *ns, "-f", "-", check=False,
-                    input_=manifest.replace("by-alice", "by-bob"))
+    refused = admin(f"--as={bob}", "create", *ns, "-f", "-", check=False, input_=manifest.replace("by-alice", "by-bob"))
     assert refused.returncode != 0
-    assert (f'User "{bob}" cannot create resource "changetriggeredjobs" in API group "triggers.changejob.dev" '
-            f'in the namespace "{namespace}"') in refused.stderr, refused.stderr
+    assert (
+        f'User "{bob}" cannot create resource "changetriggeredjobs" in API group "triggers.changejob.dev" '
+        f'in the namespace "{namespace}"'
+    ) in refused.stderr, refused.stderr
     refused = admin(f"--as={bob}", "delete", CTJ_RESOURCE, "by-alice", *ns, check=False)
     assert refused.returncode != 0 and "forbidden" in refused.stderr
     admin(f"--as={alice}", "delete", CTJ_RESOURCE, "by-alice", *ns)
@@ -366,8 +444,12 @@ def test_namespace_editors_manage_and_viewers_read_ctjs(
 
 # --- the admission webhook's permissions ----------------------------------------------------------------
 def test_webhook_serves_with_the_charts_rbac(
-    admin: Kubectl, admin_kube: Kube, namespace: str, chart_rbac: Callable[..., ChartRbac],
-    chart_operator: Callable[..., OperatorProcess], tmp_path: Path,
+    admin: Kubectl,
+    admin_kube: Kube,
+    namespace: str,
+    chart_rbac: Callable[..., ChartRbac],
+    chart_operator: Callable[..., OperatorProcess],
+    tmp_path: Path,
 ) -> None:
     """The operator keeps the caBundle of the chart's webhook configurations and answers reviews.
 
@@ -386,24 +468,40 @@ def test_webhook_serves_with_the_charts_rbac(
                 hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}"}
                 hook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
             configs.append(doc)
-    assert {c["metadata"]["name"] for c in configs} == {f"{rbac.release}-validating-webhook",
-                                                        f"{rbac.release}-mutating-webhook"}
+    assert {c["metadata"]["name"] for c in configs} == {
+        f"{rbac.release}-validating-webhook",
+        f"{rbac.release}-mutating-webhook",
+    }
     kube.run("apply", "-f", "-", input_=yaml.safe_dump_all(configs))
     try:
         deployment = next(d for d in rbac.docs if d["kind"] == "Deployment")
-        chart_args = [a for a in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-                      if a.startswith(("--webhook-service=", "--webhook-config=", "--webhook-mutating-config=",
-                                       "--webhook-cert-mode="))]
+        chart_args = [
+            a
+            for a in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            if a.startswith(
+                ("--webhook-service=", "--webhook-config=", "--webhook-mutating-config=", "--webhook-cert-mode=")
+            )
+        ]
         assert len(chart_args) == 4, chart_args
-        operator = chart_operator(rbac, extra=(*chart_args, f"--webhook-port={port}", "--webhook-host=127.0.0.1",
-                                               "--webhook-extra-sans=127.0.0.1",
-                                               f"--webhook-cert-dir={tmp_path / 'certs'}"))
+        operator = chart_operator(
+            rbac,
+            extra=(
+                *chart_args,
+                f"--webhook-port={port}",
+                "--webhook-host=127.0.0.1",
+                "--webhook-extra-sans=127.0.0.1",
+                f"--webhook-cert-dir={tmp_path / 'certs'}",
+            ),
+        )
         for config in configs:
             kind = config["kind"].lower()
             name = config["metadata"]["name"]
-            wait_until(lambda kind=kind, name=name: all(  # type: ignore[misc]
-                h["clientConfig"].get("caBundle") for h in admin.json("get", kind, name)["webhooks"]),
-                what=f"caBundle of {name}")
+            wait_until(
+                lambda kind=kind, name=name: all(  # type: ignore[misc]
+                    h["clientConfig"].get("caBundle") for h in admin.json("get", kind, name)["webhooks"]
+                ),
+                what=f"caBundle of {name}",
+            )
         assert kube.get("secret", f"{rbac.release}-webhook-service-cert") is not None
 
         # A namespace editor's CTJ passes both webhooks (defaults, access reviews, the Job dry run).
@@ -417,15 +515,24 @@ def test_webhook_serves_with_the_charts_rbac(
 
         # Someone allowed to create CTJs but not to read Secrets is turned away by the access review.
         author = f"author-{namespace}"
-        kube.run("create", "rolebinding", "author-ctj", f"--clusterrole={rbac.release}-ctj-editor",
-                 f"--user={author}", "-n", namespace)
+        kube.run(
+            "create",
+            "rolebinding",
+            "author-ctj",
+            f"--clusterrole={rbac.release}-ctj-editor",
+            f"--user={author}",
+            "-n",
+            namespace,
+        )
         wait_granted(lambda: admin.can_i("create", CTJ_RESOURCE, "-n", namespace, as_user=author), what="author")
         peek = ctj_body("peek", [{"apiVersion": "v1", "kind": "Secret", "name": "anything", "namespace": namespace}])
-        denied = admin(f"--as={author}", "create", "-n", namespace, "-f", "-", check=False,
-                       input_=yaml.safe_dump(peek))
+        denied = admin(f"--as={author}", "create", "-n", namespace, "-f", "-", check=False, input_=yaml.safe_dump(peek))
         assert denied.returncode != 0 and "denied the request" in denied.stderr, denied.stderr
-        assert "secrets" in denied.stderr, denied.stderr
+        assert f'user "{author}" may not get secrets "anything" in namespace "{namespace}"' in denied.stderr, (
+            denied.stderr
+        )
         assert_nothing_refused(operator)
     finally:
-        admin("delete", "--ignore-not-found", "--wait=false", "-f", "-", check=False,
-              input_=yaml.safe_dump_all(configs))
+        admin(
+            "delete", "--ignore-not-found", "--wait=false", "-f", "-", check=False, input_=yaml.safe_dump_all(configs)
+        )
