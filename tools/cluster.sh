@@ -16,7 +16,7 @@
 #   status                    list the clusters under $CLUSTER_DIR and their health
 #   apiserver-stop [NAME] [--kill]
 #                             stop only kube-apiserver: SIGTERM, then SIGKILL after
-#                             $APISERVER_STOP_GRACE seconds (default 5); --kill sends SIGKILL at once
+#                             $APISERVER_STOP_GRACE seconds (default 2); --kill sends SIGKILL at once
 #   apiserver-start [NAME]    start every component that is not running (normally just the
 #                             kube-apiserver) and wait until /readyz answers ok
 #   apiserver-restart [NAME] [--kill]
@@ -33,7 +33,7 @@ TOOLS_DIR=${TOOLS_DIR:-$repo/.tools}
 TOOLS_BIN=$TOOLS_DIR/bin
 CLUSTER_DIR=${CLUSTER_DIR:-$repo/.cluster}
 READY_TIMEOUT=${CLUSTER_READY_TIMEOUT:-90}
-APISERVER_STOP_GRACE=${APISERVER_STOP_GRACE:-5}
+APISERVER_STOP_GRACE=${APISERVER_STOP_GRACE:-2}
 DEFAULT_NAME=${CHANGEJOB_CLUSTER_NAME:-changejob-test}
 NODE_NAME=kwok-node-0
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok-controller)
@@ -61,7 +61,8 @@ stamp_of() { echo "$(workdir_of "$1")/.changejob-stamp"; }
 
 # The lock descriptors (8, 9) are closed for kwokctl: the components it forks live on and would
 # otherwise hold the locks for as long as the cluster runs.
-kwokctl() { "$TOOLS_BIN/kwokctl" "$@" 8>&- 9>&-; }
+# $TOOLS_BIN leads PATH because kwokctl runs the first kubectl on PATH, not the configured one.
+kwokctl() { PATH="$TOOLS_BIN:$PATH" "$TOOLS_BIN/kwokctl" "$@" 8>&- 9>&-; }
 kubectl_in() {  # kubectl_in NAME ARGS...
   local name=$1; shift
   "$TOOLS_BIN/kubectl" --kubeconfig "$(kubeconfig_of "$name")" --request-timeout=5s "$@"
@@ -79,22 +80,46 @@ check_tools() {
   [[ ${#missing[@]} -eq 0 ]] || die "missing binaries in $TOOLS_BIN: ${missing[*]} (run: make tools)"
 }
 
-# The kwokctl configuration with absolute binary paths, written next to the cluster work directory.
-render_config() {  # render_config NAME -> path
-  local out="$CLUSTER_DIR/$1.kwokctl.yaml"
-  sed "s#@TOOLS_BIN@#$TOOLS_BIN#g" "$here/kwokctl.yaml" >"$out.tmp"
-  mv "$out.tmp" "$out"
-  echo "$out"
-}
-
-# Identifies what a cluster was built from: the rendered configuration and the exact binaries.
-# A cluster whose stamp differs (new pin, edited Stages) is recreated rather than reused.
-stamp_for() {  # stamp_for CONFIG
+# Identifies what a cluster is built from: the configuration template with absolute binary paths
+# (ports aside) and the exact binaries. A cluster whose stamp differs (new pin, edited Stages) is
+# recreated rather than reused.
+current_stamp() {
   {
-    cat "$1"
+    sed "s#@TOOLS_BIN@#$TOOLS_BIN#g" "$here/kwokctl.yaml"
     local b
     for b in "${BINARIES[@]}"; do readlink -f "$TOOLS_BIN/$b"; done
   } | sha256sum | cut -c1-16
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Ports named in any cluster configuration here: a stopped component's port counts as taken.
+ports_of_clusters() {
+  cat "$CLUSTER_DIR"/*.kwokctl.yaml "$CLUSTER_DIR"/clusters/*/kwok.yaml 2>/dev/null |
+    sed -n 's/^ *[A-Za-z]*[Pp]ort: *\([0-9][0-9]*\) *$/\1/p' | sort -u
+}
+
+# The kwokctl configuration with absolute binary paths and fresh ports, written next to the cluster
+# work directory. Run under the creation lock, so no two clusters pick the same port.
+config_of() { echo "$CLUSTER_DIR/$1.kwokctl.yaml"; }
+render_config() {  # render_config NAME
+  local out taken picked="" key port tries
+  taken=" $(ports_of_clusters | tr '\n' ' ') "
+  out=$(config_of "$1")
+  local sed_args=(-e "s#@TOOLS_BIN@#$TOOLS_BIN#g")
+  for key in KUBE_APISERVER ETCD ETCD_PEER KUBE_CONTROLLER_MANAGER KUBE_SCHEDULER KWOK_CONTROLLER; do
+    tries=0
+    while :; do
+      port=$((20000 + RANDOM % 10000))
+      if [[ $taken != *" $port "* && $picked != *" $port "* ]] && ! port_in_use "$port"; then break; fi
+      ((++tries < 500)) || die "found no free port in 20000-29999"
+    done
+    picked+=" $port "
+    sed_args+=(-e "s#@${key}_PORT@#$port#g")
+  done
+  sed "${sed_args[@]}" "$here/kwokctl.yaml" >"$out.tmp"
+  ! grep -q '@[A-Z_]*@' "$out.tmp" || die "unrendered placeholder in $out.tmp"
+  mv "$out.tmp" "$out"
 }
 
 # Prints the pid in PIDFILE if that process is alive and is this cluster's component (its argv[0]
@@ -200,11 +225,10 @@ create() {  # create NAME CONFIG STAMP
 }
 
 cmd_up() {
-  local name=$1 config stamp wd reason=""
+  local name=$1 stamp wd reason=""
   check_tools
   lock 9 "$name"
-  config=$(render_config "$name")
-  stamp=$(stamp_for "$config")
+  stamp=$(current_stamp)
   wd=$(workdir_of "$name")
   if [[ -d "$wd" ]]; then
     if [[ $(cat "$(stamp_of "$name")" 2>/dev/null) != "$stamp" ]]; then
@@ -220,7 +244,8 @@ cmd_up() {
   if [[ ! -d "$wd" ]]; then
     # Creation takes a machine-wide lock so two clusters never race for the same free ports.
     lock 8 .create
-    create "$name" "$config" "$stamp"
+    render_config "$name"
+    create "$name" "$(config_of "$name")" "$stamp"
     flock -u 8
   fi
   echo "export KUBECONFIG=$(kubeconfig_of "$name")"
@@ -236,7 +261,7 @@ cmd_down() {
   else
     log "no cluster $name"
   fi
-  rm -f "$CLUSTER_DIR/$name.kwokctl.yaml" "$(logfile_of "$name")"
+  rm -f "$(config_of "$name")" "$(logfile_of "$name")"
 }
 
 cmd_kubeconfig() {
@@ -308,10 +333,16 @@ cmd_apiserver_start() {
   [[ -d "$(workdir_of "$name")" ]] || die "no cluster $name"
   check_tools
   start=$(now_ms)
-  # kwokctl starts only the components whose pid file names no live process.
-  kwokctl --name "$name" start cluster >>"$(logfile_of "$name")" 2>&1 || {
+  # kwokctl starts only the components whose pid file names no live process; it waits (at most
+  # --timeout, then only warns) until the API answers. Readiness is checked below either way.
+  kwokctl --name "$name" start cluster --timeout 15s >>"$(logfile_of "$name")" 2>&1 || {
     show_logs "$name"; die "kwokctl start cluster failed"; }
-  wait_until "$READY_TIMEOUT" "/readyz" readyz "$name" || { show_logs "$name"; die "kube-apiserver not ready"; }
+  local deadline=$((SECONDS + READY_TIMEOUT))
+  until readyz "$name" >/dev/null 2>&1; do
+    component_pid "$name" kube-apiserver >/dev/null || { show_logs "$name"; die "kube-apiserver exited"; }
+    ((SECONDS < deadline)) || { show_logs "$name"; die "kube-apiserver not ready after ${READY_TIMEOUT}s"; }
+    sleep 0.2
+  done
   log "kube-apiserver of $name ready again in $(( ($(now_ms) - start) ))ms"
 }
 

@@ -83,8 +83,9 @@ class Cluster:
     kubeconfig: str = ""
 
     def _sh(self, *args: str) -> str:
-        out = subprocess.run([str(REPO / "tools" / "cluster.sh"), *args, self.name], check=True,
-                             stdout=subprocess.PIPE, text=True)
+        out = subprocess.run(
+            [str(REPO / "tools" / "cluster.sh"), *args, self.name], check=True, stdout=subprocess.PIPE, text=True
+        )
         return out.stdout
 
     def up(self) -> None:
@@ -101,8 +102,11 @@ class Cluster:
         self._sh("down")
 
     def kubectl(self, *args: str) -> None:
-        subprocess.run([str(REPO / ".tools" / "bin" / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(REPO / ".tools" / "bin" / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
 
 # --- operator replicas ------------------------------------------------------------------------------
@@ -114,9 +118,12 @@ class Replica:
         self.metrics_port = free_port()
         self.probe_port = free_port()
         self.log_path = workdir / f"{identity}.log"
-        self.args = [*args, f"--identity={identity}",
-                     f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
-                     f"--health-probe-bind-address=127.0.0.1:{self.probe_port}"]
+        self.args = [
+            *args,
+            f"--identity={identity}",
+            f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
+            f"--health-probe-bind-address=127.0.0.1:{self.probe_port}",
+        ]
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
         self.expected_exit = False
@@ -133,9 +140,14 @@ class Replica:
         return self._get(self.probe_port, "/readyz") is not None
 
     def lease_writes(self) -> float:
+        return self._metric(r"changejob_lease_writes_total\{[^}]*\}")
+
+    def owned_shards(self) -> float:
+        return self._metric("changejob_owned_shards")
+
+    def _metric(self, pattern: str) -> float:
         text = self._get(self.metrics_port, "/metrics") or ""
-        return sum(float(m.group(1)) for m in re.finditer(r"^changejob_lease_writes_total\{[^}]*\} (\S+)$",
-                                                          text, re.MULTILINE))
+        return sum(float(m.group(1)) for m in re.finditer(rf"^{pattern} (\S+)$", text, re.MULTILINE))
 
     @staticmethod
     def _get(port: int, path: str) -> str | None:
@@ -257,8 +269,9 @@ class Stream:
 class Driver(threading.Thread):
     """Changes each CTJ's ConfigMap once the Job for its previous change exists."""
 
-    def __init__(self, *, t: transport.Transport, namespace: str, streams: list[Stream], counter: JobCounter,
-                 interval: float) -> None:
+    def __init__(
+        self, *, t: transport.Transport, namespace: str, streams: list[Stream], counter: JobCounter, interval: float
+    ) -> None:
         super().__init__(name="driver", daemon=True)
         self._t = t
         self._ns = namespace
@@ -279,8 +292,9 @@ class Driver(threading.Thread):
         value = f"v{stream.changes + 1}"
         path = f"/api/v1/namespaces/{self._ns}/configmaps/{stream.configmap}"
         try:
-            self._t.request("PATCH", path, body={"data": {"value": value}}, content_type=transport.MERGE_PATCH,
-                            timeout=(2.0, 5.0))
+            self._t.request(
+                "PATCH", path, body={"data": {"value": value}}, content_type=transport.MERGE_PATCH, timeout=(2.0, 5.0)
+            )
         except transport.ApiError as exc:
             # Unknown outcome: retry the same value later; a repeated identical patch changes nothing.
             if stream.pending_since is None:
@@ -315,13 +329,23 @@ def spread_names(*, namespace: str, count: int, shards: int) -> list[str]:
 
 def ctj_body(*, name: str, namespace: str, configmap: str) -> dict[str, Any]:
     return {
-        "apiVersion": "triggers.changejob.dev/v1alpha", "kind": "ChangeTriggeredJob",
+        "apiVersion": "triggers.changejob.dev/v1alpha",
+        "kind": "ChangeTriggeredJob",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
-            "cooldown": "0s", "history": 1000,  # the maximum: no Job is pruned during a run
-            "jobTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {
-                "containers": [{"name": "hello", "image": "busybox", "command": ["true"]}],
-                "restartPolicy": "Never"}}}},
+            "cooldown": "0s",
+            "history": 1000,  # the maximum: no Job is pruned during a run
+            "jobTemplate": {
+                "spec": {
+                    "backoffLimit": 0,
+                    "template": {
+                        "spec": {
+                            "containers": [{"name": "hello", "image": "busybox", "command": ["true"]}],
+                            "restartPolicy": "Never",
+                        }
+                    },
+                }
+            },
             "resources": [{"apiVersion": "v1", "kind": "ConfigMap", "name": configmap, "namespace": namespace}],
         },
     }
@@ -334,6 +358,7 @@ class Scenario:
         self.cluster = Cluster(opts.cluster)
         self.namespace = f"faultloop-{os.getpid()}-{self.rng.randrange(16**4):04x}"
         self.workdir = Path(opts.workdir or tempfile.mkdtemp(prefix="faultloop-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.results: dict[str, Any] = {"handover_s": {}, "lease_writes_per_min": {}}
         self.fleet: Fleet
         self.t: transport.Transport
@@ -348,48 +373,72 @@ class Scenario:
     def setup(self) -> None:
         self.cluster.up()
         self.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-        self.cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                             "crd/changetriggeredjobs.triggers.changejob.dev")
+        self.cluster.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", "crd/changetriggeredjobs.triggers.changejob.dev"
+        )
         self.t = transport.Transport(transport.load_api_client(kubeconfig=self.cluster.kubeconfig))
         self.t.request("POST", "/api/v1/namespaces", body={"metadata": {"name": self.namespace}})
         self.namespace_created = True
         self.view = leases.Leases(self.t, namespace=self.namespace, timeout=(2.0, 5.0))
         o = self.opts
-        base = [str(REPO / ".venv" / "bin" / "kube-changejob"), "run", f"--kubeconfig={self.cluster.kubeconfig}",
-                "--leader-elect=true", f"--leader-election-namespace={self.namespace}",
-                f"--namespaces={self.namespace}", f"--shards={o.shards}",
-                f"--leader-elect-lease-duration={o.lease_duration}s",
-                f"--leader-elect-renew-deadline={o.renew_deadline}s",
-                f"--leader-elect-retry-period={o.retry_period}s", "--log-format=json"]
+        base = [
+            str(REPO / ".venv" / "bin" / "kube-changejob"),
+            "run",
+            f"--kubeconfig={self.cluster.kubeconfig}",
+            "--leader-elect=true",
+            f"--leader-election-namespace={self.namespace}",
+            f"--namespaces={self.namespace}",
+            f"--shards={o.shards}",
+            f"--leader-elect-lease-duration={o.lease_duration}s",
+            f"--leader-elect-renew-deadline={o.renew_deadline}s",
+            f"--leader-elect-retry-period={o.retry_period}s",
+            "--log-format=json",
+        ]
         self.fleet = Fleet(base_args=base, workdir=self.workdir)
         say(f"cluster {self.cluster.name}, namespace {self.namespace}, logs in {self.workdir}")
 
     def create_ctjs(self) -> None:
         for name in spread_names(namespace=self.namespace, count=self.opts.ctjs, shards=self.opts.shards):
             cm = f"{name}-cm"
-            self.t.request("POST", f"/api/v1/namespaces/{self.namespace}/configmaps",
-                           body={"metadata": {"name": cm}, "data": {"value": "v0"}})
-            self.t.request("POST", f"/apis/triggers.changejob.dev/v1alpha/namespaces/{self.namespace}"
-                           "/changetriggeredjobs", body=ctj_body(name=name, namespace=self.namespace, configmap=cm))
+            self.t.request(
+                "POST",
+                f"/api/v1/namespaces/{self.namespace}/configmaps",
+                body={"metadata": {"name": cm}, "data": {"value": "v0"}},
+            )
+            self.t.request(
+                "POST",
+                f"/apis/triggers.changejob.dev/v1alpha/namespaces/{self.namespace}/changetriggeredjobs",
+                body=ctj_body(name=name, namespace=self.namespace, configmap=cm),
+            )
             self.streams.append(Stream(ctj=name, configmap=cm))
 
     def baselines_recorded(self) -> bool:
         for stream in self.streams:
-            ctj = self.t.request("GET", f"/apis/triggers.changejob.dev/v1alpha/namespaces/{self.namespace}"
-                                 f"/changetriggeredjobs/{stream.ctj}")
+            ctj = self.t.request(
+                "GET",
+                f"/apis/triggers.changejob.dev/v1alpha/namespaces/{self.namespace}/changetriggeredjobs/{stream.ctj}",
+            )
             entries = (ctj.get("status") or {}).get("resourceHashes") or []
             if not entries or not all(e.get("lastTriggeredHash") for e in entries):
                 return False
         return True
 
     def start_driver(self) -> None:
-        jobs = watch.ListWatch(transport_=self.t, path=f"/apis/batch/v1/namespaces/{self.namespace}/jobs",
-                               sink=self.counter, stop=self.stop, label_selector=OWNER_LABEL,
-                               watch_timeout=60, stall_timeout=30, name="faultloop-jobs")
+        jobs = watch.ListWatch(
+            transport_=self.t,
+            path=f"/apis/batch/v1/namespaces/{self.namespace}/jobs",
+            sink=self.counter,
+            stop=self.stop,
+            label_selector=OWNER_LABEL,
+            watch_timeout=60,
+            stall_timeout=30,
+            name="faultloop-jobs",
+        )
         threading.Thread(target=jobs.run, name="jobs", daemon=True).start()
         wait_for(jobs.synced.is_set, timeout=30, what="the Job list")
-        self.driver = Driver(t=self.t, namespace=self.namespace, streams=self.streams, counter=self.counter,
-                             interval=self.opts.interval)
+        self.driver = Driver(
+            t=self.t, namespace=self.namespace, streams=self.streams, counter=self.counter, interval=self.opts.interval
+        )
         self.driver.start()
 
     # observations on the shard Leases
@@ -406,7 +455,10 @@ class Scenario:
         if not identities or not all(h in identities for h in holders.values()):
             return False
         counts = [list(holders.values()).count(i) for i in identities]
-        return max(counts) - min(counts) <= 1
+        if max(counts) - min(counts) > 1:
+            return False
+        # The Leases say who should act; the replicas must also have taken the shards up.
+        return sum(r.owned_shards() for r in self.fleet.running()) == float(self.opts.shards)
 
     def wait_balanced(self, what: str) -> float:
         for replica in self.fleet.running():
@@ -417,8 +469,9 @@ class Scenario:
 
     def victim(self) -> Replica:
         """A random running replica that owns at least one CTJ's shard."""
-        ctj_shards = {shards_mod.shard_of(namespace=self.namespace, name=s.ctj, shards=self.opts.shards)
-                      for s in self.streams}
+        ctj_shards = {
+            shards_mod.shard_of(namespace=self.namespace, name=s.ctj, shards=self.opts.shards) for s in self.streams
+        }
         holders = self.holders()
         owners = {holders[n] for n in ctj_shards}
         candidates = [r for r in self.fleet.running() if r.identity in owners] or self.fleet.running()
@@ -443,8 +496,11 @@ class Scenario:
         say(f"{sig.name} {victim.identity}")
         start = time.monotonic()
         victim.signal(sig)
-        took = wait_for(lambda: self.held_by(survivors), timeout=self.opts.lease_duration * 3 + 30,
-                        what=f"handover after {sig.name}")
+        took = wait_for(
+            lambda: self.held_by(survivors),
+            timeout=self.opts.lease_duration * 3 + 30,
+            what=f"handover after {sig.name}",
+        )
         self.results["handover_s"].setdefault(sig.name, []).append(round(took, 2))
         say(f"every shard held by survivors {took:.2f}s after {sig.name}")
         if sig == signal.SIGSTOP:
@@ -479,6 +535,8 @@ class Scenario:
             self.fleet.add()
         self.wait_balanced(f"scaling to {o.replicas}")
         self.measure_lease_writes(f"{o.replicas} replicas")
+        if o.only_lease_writes:
+            return
         self.handover(signal.SIGKILL, replace=True)
         self.pause()
         self.handover(signal.SIGTERM, replace=True)
@@ -499,8 +557,12 @@ class Scenario:
         self.driver.stop_event.set()
         self.driver.join(5)
         with contextlib.suppress(TimeoutError):
-            wait_for(lambda: all(self.counter.count(s.ctj) >= s.changes for s in self.streams),
-                     timeout=self.opts.settle, what="the last Jobs", interval=0.2)
+            wait_for(
+                lambda: all(self.counter.count(s.ctj) >= s.changes for s in self.streams),
+                timeout=self.opts.settle,
+                what="the last Jobs",
+                interval=0.2,
+            )
         time.sleep(self.opts.lease_duration + 2)  # a late duplicate would show up by now
 
     def report(self) -> int:
@@ -522,14 +584,25 @@ class Scenario:
         latencies = sorted(self.driver.latencies())
         died = [r.identity for r in self.fleet.died_unasked()]
         self.results.update(
-            ctjs=len(self.streams), changes=changes, jobs=jobs, duplicates=duplicates, lost=lost,
-            bad_sequences=bad_sequences, replicas_died_unasked=died,
-            change_to_job_s={"p50": _pct(latencies, 0.5), "p99": _pct(latencies, 0.99),
-                             "max": round(latencies[-1], 2) if latencies else None})
+            ctjs=len(self.streams),
+            changes=changes,
+            jobs=jobs,
+            duplicates=duplicates,
+            lost=lost,
+            bad_sequences=bad_sequences,
+            replicas_died_unasked=died,
+            change_to_job_s={
+                "p50": _pct(latencies, 0.5),
+                "p99": _pct(latencies, 0.99),
+                "max": round(latencies[-1], 2) if latencies else None,
+            },
+        )
         print(json.dumps(self.results, indent=2))
         failed = bool(duplicates or lost or bad_sequences or died)
-        say(("FAILED: " if failed else "OK: ") + f"{changes} changes, {jobs} Jobs, duplicates {duplicates}, "
-            f"lost {lost}, replicas died unasked {died}")
+        say(
+            ("FAILED: " if failed else "OK: ") + f"{changes} changes, {jobs} Jobs, duplicates {duplicates}, "
+            f"lost {lost}, replicas died unasked {died}"
+        )
         return 1 if failed else 0
 
     def cleanup(self) -> None:
@@ -564,6 +637,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=60.0, help="seconds to wait for the last Jobs")
     p.add_argument("--quick", action="store_true", help="short run: 4 CTJs, 1 s interval, short pauses")
     p.add_argument("--no-apiserver-restart", action="store_true")
+    p.add_argument(
+        "--only-lease-writes",
+        action="store_true",
+        help="only measure Lease writes at 1 and --replicas replicas (no faults)",
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--workdir", default=None, help="where replica logs go (default: a new temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the namespace (CTJs, Jobs, Leases)")

@@ -130,16 +130,26 @@ RBAC rules for the watched resource types. Argument: (list $root $scope) where $
 {{- define "kube-changejob.workloadRules" -}}
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [create, delete, get, list, watch, patch, update]
-{{- if .Values.rbac.readPods }}
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [get, list]
-{{- end }}
+  verbs: [create, delete, get, list, watch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- end }}
+
+{{/* The webhooks' namespaceSelector: the configured one, or in namespaced mode the watched namespaces. */}}
+{{- define "kube-changejob.webhookNamespaceSelector" -}}
+{{- if .Values.webhook.namespaceSelector }}
+{{- toYaml .Values.webhook.namespaceSelector }}
+{{- else if .Values.watch.namespaces -}}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: In
+    values:
+      {{- toYaml .Values.watch.namespaces | nindent 6 }}
+{{- else -}}
+{}
+{{- end }}
 {{- end }}

@@ -113,7 +113,7 @@ class ChartRbac:
 
     @property
     def service_account(self) -> str:
-        (sa,) = [d["metadata"]["name"] for d in self.objects if d["kind"] == "ServiceAccount"]
+        (sa,) = [str(d["metadata"]["name"]) for d in self.objects if d["kind"] == "ServiceAccount"]
         return sa
 
     @property

@@ -20,7 +20,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -29,9 +29,11 @@ from operator_proc import OperatorProcess, free_port
 from rbac_helpers import ChartRbac, Kubectl, chart_operator_args, service_account_kubeconfig, wait_granted
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
 
 CTJ_RESOURCE = "changetriggeredjobs.triggers.changejob.dev"
 NO_WEBHOOK: dict[str, Any] = {"webhook": {"enabled": False}, "crds": {"install": False}}
+TRIGGER = "changejob.dev/trigger"
 CONFIGMAPS_ONLY = [{"apiGroup": "", "resources": ["configmaps"]}]
 
 FIRST_TRIGGER = textwrap.dedent("""\
@@ -159,6 +161,13 @@ def refused_lines(proc: OperatorProcess) -> list[str]:
     return [line for line in proc.logs().splitlines() if " 403 " in line or "forbidden" in line.lower()]
 
 
+def wait_value(fn: Callable[[], T | None], *, what: str, timeout: float = 30.0) -> T:
+    """``wait_until`` for a function that answers None until it has its value."""
+    value = wait_until(fn, timeout=timeout, what=what)
+    assert value is not None
+    return value
+
+
 def assert_nothing_refused(proc: OperatorProcess) -> None:
     assert proc.proc is not None and proc.proc.poll() is None, f"operator exited:\n{proc.logs()[-3000:]}"
     refused = refused_requests(proc)
@@ -214,7 +223,7 @@ def test_guide_scenarios_run_with_the_charts_rbac(
     kube.run("patch", "configmap", "my-config", "-n", namespace, "-p", '{"data":{"key":"newvalue"}}')
     (job,) = wait_until(lambda: kube.jobs("my-first-trigger"), what="the Job")
     assert job["metadata"]["labels"]["changejob.dev/owner"] == "my-first-trigger"
-    status = wait_until(
+    status = wait_value(
         job_succeeded(kube, "my-first-trigger", job["metadata"]["name"]), timeout=60, what="lastJobStatus Succeeded"
     )
     assert status["triggerCount"] == 1
@@ -238,6 +247,7 @@ def test_guide_scenarios_run_with_the_charts_rbac(
             ],
             cooldown="0s",
             condition_="Any",
+            history=1,
         )
     )
     wait_until(baseline_recorded(kube, "app-watch"), what="baseline of app-watch")
@@ -247,13 +257,21 @@ def test_guide_scenarios_run_with_the_charts_rbac(
     wait_until(job_succeeded(kube, "app-watch", first["metadata"]["name"]), timeout=60, what="first Job done")
     kube.patch("deployment", "web-app", {"spec": {"replicas": 2}})  # not a selected field
     kube.run("set", "image", "deployment/web-app", "web=nginx:1.28", "-n", namespace)
-    jobs = wait_until(lambda: len(kube.jobs("app-watch")) == 2 and kube.jobs("app-watch"), what="the Job for the image")
-    changed = jobs[1]["metadata"]["annotations"]["changejob.dev/changed"]
+
+    def second_job() -> dict[str, Any] | None:
+        return next((j for j in kube.jobs("app-watch") if j["metadata"]["annotations"][TRIGGER] == "2"), None)
+
+    second = wait_value(second_job, what="the Job for the image")
+    changed = second["metadata"]["annotations"]["changejob.dev/changed"]
     assert changed == f"Deployment/{namespace}/web-app:spec.template.spec.containers[*].image", changed
-    status = wait_until(
-        job_succeeded(kube, "app-watch", jobs[1]["metadata"]["name"]), timeout=60, what="second Job done"
-    )
+    status = wait_value(job_succeeded(kube, "app-watch", second["metadata"]["name"]), timeout=60, what="second Job")
     assert status["triggerCount"] == 2
+    # history 1: the first Job is deleted (Jobs: delete).
+    wait_until(
+        lambda: [j["metadata"]["name"] for j in kube.jobs("app-watch")] == [second["metadata"]["name"]],
+        what="the first Job pruned",
+    )
+    assert "JobsPruned" in {e["reason"] for e in kube.events("app-watch")}
     assert [e["state"] for e in status["resourceHashes"]] == ["Present", "Present"]
     degraded = condition({"status": status}, "Degraded")
     assert degraded is not None and degraded["status"] == "False", degraded
@@ -293,7 +311,7 @@ def test_a_type_missing_from_watch_resources_is_reported_not_fatal(
         cond = condition(ctj, "Degraded")
         return ctj if cond is not None and cond["status"] == "True" else None
 
-    ctj = wait_until(degraded, what="secret-trigger Degraded")
+    ctj = wait_value(degraded, what="secret-trigger Degraded")
     cond = condition(ctj, "Degraded")
     assert cond is not None and cond["reason"] == "ResourceForbidden"
     # The message names the rule to add, in the chart's terms.

@@ -7,6 +7,7 @@ later change that does trigger produces trigger number 1, so nothing fired befor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -41,7 +42,7 @@ def current_hash(kube: Kube, name: str) -> str:
     return str(kube.ctj(name)["status"]["resourceHashes"][0]["hash"])
 
 
-def seen_by_probe(kube: Kube, name: str, change: Any) -> None:
+def seen_by_probe(kube: Kube, name: str, change: Callable[[], object]) -> None:
     """Make ``change`` and wait until the probe of ``name`` has observed it."""
     before = current_hash(kube, f"{name}-probe")
     change()
@@ -50,7 +51,7 @@ def seen_by_probe(kube: Kube, name: str, change: Any) -> None:
 
 def only_job(kube: Kube, name: str) -> dict[str, Any]:
     """Wait for the first Job of ``name`` and check it is the only one and trigger number 1."""
-    jobs = wait_until(lambda: kube.jobs(name), what=f"a Job of {name}")
+    wait_until(lambda: kube.jobs(name), what=f"a Job of {name}")
     wait_until(
         lambda: (
             kube.ctj(name)["status"]["resourceHashes"][0]["changed"] is False

@@ -90,6 +90,15 @@ def test_secret_hashes_are_keyed_and_values_never_leak(kube: Kube, operator: Ope
     key = base64.b64decode(key_secret["data"]["key"])
     assert published == hashing.digest(whole(secret), key=key)
 
+    # A single key is where a guess is easiest: its published hash must not confirm the value either.
+    single = [{**app_resources(kube.ns)[1], "fields": ["data.password"]}]
+    kube.apply(ctj_body("password-watcher", single, cooldown="0s"))
+    wait_until(baseline_recorded(kube, "password-watcher"), what="baseline of the single key")
+    key_hash = entries(kube, "password-watcher")[0]["fields"][0]["hash"]
+    for value in (secret["data"]["password"], OLD_SECRET):
+        assert key_hash != hashing.digest(value)
+    assert key_hash == hashing.digest(secret["data"]["password"], key=key)
+
     set_secret(kube, NEW_SECRET)
     jobs = wait_until(lambda: kube.jobs("multi-resource-any"), what="the Job for the Secret change")
     wait_until(lambda: at_rest(kube, "multi-resource-any", 1), what="status after the trigger")
@@ -104,6 +113,7 @@ def test_secret_hashes_are_keyed_and_values_never_leak(kube: Kube, operator: Ope
         "CTJ": json.dumps(kube.ctj("multi-resource-any")),
         "Events": kube.run("get", "events", "-n", kube.ns, "-o", "json").stdout,
         "Job": json.dumps(kube.jobs("multi-resource-any")),
+        "other CTJ": json.dumps(kube.ctj("password-watcher")),
         "Job pods": kube.run(
             "get", "pods", "-n", kube.ns, "-l", f"job-name={jobs[0]['metadata']['name']}", "-o", "json"
         ).stdout,

@@ -162,7 +162,7 @@ def test_change_reverted_inside_the_cooldown_does_not_trigger(kube: Kube, operat
 def test_job_status_active_then_succeeded(kube: Kube, operator: OperatorProcess) -> None:
     kube.run("create", "configmap", "cfg", "-n", kube.ns, "--from-literal=k=0")
     body = with_pod_template(
-        ctj_body("slow", [config_ref(kube)], cooldown="0s"), annotations={"changejob.dev/test-duration": "4s"}
+        ctj_body("slow", [config_ref(kube)], cooldown="0s"), annotations={"changejob.dev/test-duration": "5s"}
     )
     kube.apply(body)
     wait_until(baseline_recorded(kube, "slow"), what="baseline")

@@ -532,20 +532,16 @@ def test_cluster_wide_rbac_is_least_privilege(default_docs: list[Doc]) -> None:
         ("apps", "daemonsets"),
     ):
         assert verbs_for(role, group, resource) == {"get", "list", "watch"}, resource
-    assert verbs_for(role, "batch", "jobs") == {"create", "delete", "get", "list", "watch", "patch", "update"}
-    assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs") == {
-        "get",
-        "list",
-        "watch",
-        "update",
-        "patch",
-    }
+    # Only what the operator does: Jobs are created, read and pruned, never modified; CTJs are read
+    # and only their status is written.
+    assert verbs_for(role, "batch", "jobs") == {"create", "delete", "get", "list", "watch"}
+    assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs") == {"get", "list", "watch"}
     assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs/status") == {"update", "patch"}
     assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs/finalizers") == {"update", "patch"}
     assert verbs_for(role, "", "events") == {"create", "patch"}
     assert verbs_for(role, "events.k8s.io", "events") == {"create", "patch"}
     assert verbs_for(role, "authorization.k8s.io", "subjectaccessreviews") == {"create"}
-    assert verbs_for(role, "", "pods") == {"get", "list"}
+    assert verbs_for(role, "", "pods") == set()
     assert verbs_for(role, "coordination.k8s.io", "leases") == set()
     for kind, name in (
         ("validatingwebhookconfigurations", "kube-changejob-validating-webhook"),

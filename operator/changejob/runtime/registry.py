@@ -164,7 +164,7 @@ def access_message(error: transport.ApiError, rtype: discovery.ResourceType, nam
     if error.forbidden:
         return (f"the operator may not list/watch {rtype.plural} ({rtype.api_version}) {where}: "
                 f'grant get, list, watch on apiGroups ["{rtype.group}"] resources ["{rtype.plural}"] '
-                f"to ClusterRole kube-changejob-manager-role (chart value watch.resources)")
+                f"to the operator's ServiceAccount (Helm chart value watch.resources)")
     return f"cannot watch {rtype.plural} {where}: {error}"
 
 
