@@ -13,6 +13,8 @@ PY := $(VENV)/bin/python
 CLUSTER_NAME ?= changejob-test
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS='-k smoke -x'`.
 PYTEST_ARGS ?=
+# Extra arguments for benchmarks/run.py, e.g. `make bench BENCH_ARGS='--quick'`.
+BENCH_ARGS ?=
 # Tools to build (tools/build.sh; empty = all pinned tools). Cached builds take a second.
 TOOLS ?=
 
@@ -62,5 +64,9 @@ cluster-status: ## List the local clusters and their health
 	tools/cluster.sh status
 
 .PHONY: demo
-demo: venv tools ## Boot the demo cluster and show a Job running to completion
+demo: venv tools ## The guide's first ChangeTriggeredJob with the operator on the local cluster
 	tools/demo.sh
+
+.PHONY: bench
+bench: venv tools ## Benchmarks on the local cluster: tables in the output, JSON in benchmarks/results/
+	$(PY) benchmarks/run.py $(BENCH_ARGS)

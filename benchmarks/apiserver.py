@@ -17,7 +17,6 @@ Two views, both diffs of two scrapes:
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -49,28 +48,69 @@ def flow_schemas(*, service_account: str, namespace: str) -> list[dict[str, Any]
 
     def schema(name: str, rules: list[dict[str, Any]]) -> None:
         nonlocal precedence
-        out.append({
-            "apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "changejob-bench"}},
-            "spec": {"priorityLevelConfiguration": {"name": "exempt"}, "matchingPrecedence": precedence,
-                     "rules": rules},
-        })
+        out.append(
+            {
+                "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+                "kind": "FlowSchema",
+                "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "changejob-bench"}},
+                "spec": {
+                    "priorityLevelConfiguration": {"name": "exempt"},
+                    "matchingPrecedence": precedence,
+                    "rules": rules,
+                },
+            }
+        )
         precedence += 1
 
     for group, resource in RESOURCES:
         for verb in VERBS:
-            schema(f"{PREFIX}-{verb}-{_short(resource)}", [{"subjects": subject, "resourceRules": [{
-                "verbs": [verb], "apiGroups": [group], "resources": [resource],
-                "namespaces": ["*"], "clusterScope": True}]}])
+            schema(
+                f"{PREFIX}-{verb}-{_short(resource)}",
+                [
+                    {
+                        "subjects": subject,
+                        "resourceRules": [
+                            {
+                                "verbs": [verb],
+                                "apiGroups": [group],
+                                "resources": [resource],
+                                "namespaces": ["*"],
+                                "clusterScope": True,
+                            }
+                        ],
+                    }
+                ],
+            )
     for verb in VERBS:
-        schema(f"{PREFIX}-{verb}-other", [{"subjects": subject, "resourceRules": [{
-            "verbs": [verb], "apiGroups": ["*"], "resources": ["*"], "namespaces": ["*"], "clusterScope": True}]}])
-    schema(f"{PREFIX}-any-other", [{
-        "subjects": subject,
-        "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"], "namespaces": ["*"],
-                           "clusterScope": True}],
-        "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-    }])
+        schema(
+            f"{PREFIX}-{verb}-other",
+            [
+                {
+                    "subjects": subject,
+                    "resourceRules": [
+                        {
+                            "verbs": [verb],
+                            "apiGroups": ["*"],
+                            "resources": ["*"],
+                            "namespaces": ["*"],
+                            "clusterScope": True,
+                        }
+                    ],
+                }
+            ],
+        )
+    schema(
+        f"{PREFIX}-any-other",
+        [
+            {
+                "subjects": subject,
+                "resourceRules": [
+                    {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"], "namespaces": ["*"], "clusterScope": True}
+                ],
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            }
+        ],
+    )
     return out
 
 
@@ -80,19 +120,20 @@ def _series(text: str, metric: str) -> list[tuple[dict[str, str], float]]:
     for line in text.splitlines():
         if not line.startswith(prefix):
             continue
-        labels_part, _, value = line[len(prefix):].rpartition("} ")
-        found.append(({k: v for k, v in _LABELS.findall(labels_part)}, float(value)))
+        labels_part, _, value = line[len(prefix) :].rpartition("} ")
+        found.append((dict(_LABELS.findall(labels_part)), float(value)))
     return found
 
 
-def scrape(text: str) -> dict[str, Counter[str]]:
+def scrape(text: str) -> dict[str, dict[str, float]]:
     """The two views of one /metrics scrape: operator requests by FlowSchema, all by verb/resource."""
-    operator: Counter[str] = Counter()
+    operator: dict[str, float] = {}
     for labels, value in _series(text, "apiserver_flowcontrol_dispatched_requests_total"):
         name = labels.get("flow_schema", "")
         if name.startswith(PREFIX + "-"):
-            operator[name[len(PREFIX) + 1:]] += value
-    everything: Counter[str] = Counter()
+            key = name[len(PREFIX) + 1 :]
+            operator[key] = operator.get(key, 0.0) + value
+    everything: dict[str, float] = {}
     for labels, value in _series(text, "apiserver_request_total"):
         resource = labels.get("resource", "")
         sub = labels.get("subresource", "")
@@ -102,11 +143,14 @@ def scrape(text: str) -> dict[str, Counter[str]]:
             key = f"{labels.get('verb', '')} {sub or '/'}"
         else:
             key = f"{labels.get('verb', '')} {resource}{'/' + sub if sub else ''}"
-        everything[key] += value
+        everything[key] = everything.get(key, 0.0) + value
     return {"operator": operator, "all": everything}
 
 
-def diff(before: Mapping[str, Counter[str]], after: Mapping[str, Counter[str]]) -> dict[str, dict[str, float]]:
+Scrape = Mapping[str, Mapping[str, float]]
+
+
+def diff(before: Scrape, after: Scrape) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for view in ("operator", "all"):
         delta = {k: after[view][k] - before[view].get(k, 0.0) for k in after[view]}

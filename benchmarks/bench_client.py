@@ -51,15 +51,24 @@ class Api:
         return self.t.request("PATCH", path, body=body, content_type=transport.MERGE_PATCH)
 
     def delete_collection(self, path: str, *, selector: str) -> None:
-        self.t.request("DELETE", path, query={"labelSelector": selector},
-                       body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
-                       timeout=(5.0, 300.0))
+        self.t.request(
+            "DELETE",
+            path,
+            query={"labelSelector": selector},
+            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            timeout=(5.0, 300.0),
+        )
 
     def raw(self, path: str) -> bytes:
         """A GET whose answer is not JSON (``/metrics``)."""
         pool: urllib3.PoolManager = self.api_client.rest_client.pool_manager
-        response = pool.request("GET", self._host + path, headers={"Accept": "text/plain"},
-                                timeout=urllib3.Timeout(connect=5.0, read=60.0), retries=False)
+        response = pool.request(
+            "GET",
+            self._host + path,
+            headers={"Accept": "text/plain"},
+            timeout=urllib3.Timeout(connect=5.0, read=60.0),
+            retries=False,
+        )
         if response.status != 200:
             raise RuntimeError(f"GET {path}: HTTP {response.status}")
         data: bytes = response.data
@@ -90,8 +99,14 @@ class Api:
 
     # --- kubectl ----------------------------------------------------------------------------------
     def kubectl(self, *args: str, input_: str | None = None, check: bool = True) -> str:
-        out = subprocess.run([str(KUBECTL), "--kubeconfig", self.kubeconfig, *args], input=input_,
-                             capture_output=True, text=True, check=False, timeout=300)
+        out = subprocess.run(
+            [str(KUBECTL), "--kubeconfig", self.kubeconfig, *args],
+            input=input_,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
         if check and out.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)} failed: {out.stderr.strip()}")
         return out.stdout

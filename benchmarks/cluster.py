@@ -4,14 +4,14 @@ One run, sizes ascending (objects and CTJs are added, never recreated):
 
 1. populate: create the watched objects and CTJs for this size while the operator runs, then wait
    until every CTJ has its baseline recorded (``status.resourceHashes[].lastTriggeredHash``);
-2. restart: stop the operator (SIGTERM); measure the control plane's own traffic for a while (the
-   background window); start it again: time to ``/readyz`` 200, time until it is quiet, Jobs created
-   and API requests made by the restart alone;
-3. idle: API requests per minute, CPU and RSS with nothing changing;
-4. latency: PATCH a watched ConfigMap, time until the Job is visible to the benchmark's Job watch;
+2. idle: API requests per minute, CPU and RSS of the long-running process with nothing changing;
+3. background: stop the operator (SIGTERM) and count the control plane's own requests for a while;
+4. restart: start it again: time to ``/readyz`` 200, time until it is quiet, Jobs created, API
+   requests made and RSS of the fresh process;
+5. latency: PATCH a watched ConfigMap, time until the Job is visible to the benchmark's Job watch;
    interleaved with the same for the baseline client (``limit_client.py``);
-5. burst (at one size): 1 000 changes at once, for the operator and then for the baseline client;
-6. HA (at the largest size): 1 and 3 replicas with ``--leader-elect=true``.
+6. burst (at one size): 1 000 changes at once, for the operator and then for the baseline client;
+7. HA (after the largest size): 1 and 3 replicas with ``--leader-elect=true``.
 
 The operator authenticates as a ServiceAccount of its own (bound to ``cluster-admin``: RBAC is not
 what is measured here) so that its requests can be told apart exactly (see ``apiserver.py``).
@@ -34,12 +34,10 @@ from typing import Any
 import apiserver
 import workload
 from bench_client import REPO, Api
+from changejob.domain import jobs
 from common import growth_exponent, log, ratio, summary
 from jobwatch import JobWatch
-from limit_client import LIMIT_SELECTOR
 from opproc import Operator
-
-from changejob.domain import jobs
 
 CLUSTER_SH = REPO / "tools" / "cluster.sh"
 CRD = REPO / "crds" / "triggers.changejob.dev_changetriggeredjobs.yaml"
@@ -92,7 +90,8 @@ def operator_kubeconfig(api: Api, *, namespace: str, path: Path) -> str:
         f"clusters:\n- name: bench\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n"
         f"users:\n- name: operator\n  user:\n    token: {token}\n"
         "contexts:\n- name: bench\n  context:\n    cluster: bench\n    user: operator\n"
-        "current-context: bench\n")
+        "current-context: bench\n"
+    )
     path.chmod(0o600)
     return str(path)
 
@@ -100,16 +99,22 @@ def operator_kubeconfig(api: Api, *, namespace: str, path: Path) -> str:
 def setup(api: Api, cfg: Config, workdir: Path) -> str:
     ns = cfg.namespace
     api.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    api.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                "crd/changetriggeredjobs.triggers.changejob.dev")
-    api.apply_json([
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT, "namespace": ns}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": f"{ns}-operator"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-         "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": ns}]},
-    ])
+    api.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/changetriggeredjobs.triggers.changejob.dev"
+    )
+    api.apply_json(
+        [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT, "namespace": ns}},
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": f"{ns}-operator"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": ns}],
+            },
+        ]
+    )
     api.apply_json(apiserver.flow_schemas(service_account=SERVICE_ACCOUNT, namespace=ns))
     return operator_kubeconfig(api, namespace=ns, path=workdir / "operator.kubeconfig")
 
@@ -118,8 +123,11 @@ def setup(api: Api, cfg: Config, workdir: Path) -> str:
 def limit_client(kubeconfig: str, namespace: str, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
     script = Path(__file__).with_name("limit_client.py")
     with (workdir / "limit-client.log").open("ab") as errlog:
-        proc = subprocess.Popen([sys.executable, str(script), f"--kubeconfig={kubeconfig}",
-                                 f"--namespace={namespace}"], stdout=subprocess.PIPE, stderr=errlog)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), f"--kubeconfig={kubeconfig}", f"--namespace={namespace}"],
+            stdout=subprocess.PIPE,
+            stderr=errlog,
+        )
     try:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != b"ready":
@@ -152,8 +160,9 @@ class Bench:
         return apiserver.scrape(self.api.raw("/metrics").decode())
 
     def new_operator(self, identity: str = "bench-0", extra: tuple[str, ...] = ()) -> Operator:
-        return Operator(kubeconfig=self.op_kubeconfig, namespace=self.ns, logdir=self.workdir, identity=identity,
-                        extra=extra)
+        return Operator(
+            kubeconfig=self.op_kubeconfig, namespace=self.ns, logdir=self.workdir, identity=identity, extra=extra
+        )
 
     def count_jobs(self) -> int:
         return sum(1 for _ in self.api.list_all(f"/apis/batch/v1/namespaces/{self.ns}/jobs", selector=jobs.OWNER_LABEL))
@@ -186,10 +195,13 @@ class Bench:
 
     def populate(self, size: int) -> dict[str, Any]:
         start = self.populated
-        objs = [(workload.collection(workload.object_kind(j), self.ns), workload.watched_object(j, self.ns))
-                for j in range(2 * start, 2 * size)]
-        ctjs = [(workload.collection("ChangeTriggeredJob", self.ns), workload.ctj(i, self.ns))
-                for i in range(start, size)]
+        objs = [
+            (workload.collection(workload.object_kind(j), self.ns), workload.watched_object(j, self.ns))
+            for j in range(2 * start, 2 * size)
+        ]
+        ctjs = [
+            (workload.collection("ChangeTriggeredJob", self.ns), workload.ctj(i, self.ns)) for i in range(start, size)
+        ]
         log(f"creating {len(objs)} objects and {len(ctjs)} CTJs")
         t_objects = self.api.create_many(objs)
         created_at = time.monotonic()
@@ -197,9 +209,14 @@ class Bench:
         self.populated = size
         log(f"created in {t_objects:.1f}s + {t_ctjs:.1f}s; waiting for every baseline")
         baselined = self.wait_baselined(size)
-        return {"objects_created": len(objs), "ctjs_created": len(ctjs), "objects_seconds": t_objects,
-                "ctjs_seconds": t_ctjs, "all_baselined_after_first_ctj_seconds": baselined - created_at,
-                "baseline_after_last_ctj_seconds": baselined - created_at - t_ctjs}
+        return {
+            "objects_created": len(objs),
+            "ctjs_created": len(ctjs),
+            "objects_seconds": t_objects,
+            "ctjs_seconds": t_ctjs,
+            "all_baselined_after_first_ctj_seconds": baselined - created_at,
+            "baseline_after_last_ctj_seconds": baselined - created_at - t_ctjs,
+        }
 
     def baselined_count(self) -> int:
         done = 0
@@ -231,41 +248,57 @@ class Bench:
                 pass
         return time.monotonic() - started
 
-    def restart(self, size: int) -> dict[str, Any]:
+    def background(self) -> dict[str, Any]:
+        """Stop the operator and count the control plane's own requests for a while."""
         assert self.op is not None
-        jobs_before = self.count_jobs()
         t0 = time.monotonic()
         self.op.stop()
         shutdown = time.monotonic() - t0
         log(f"operator stopped in {shutdown:.1f}s; background window {self.cfg.background:.0f}s")
-        bg_before = self.scrape()
+        before = self.scrape()
+        t1 = time.monotonic()
         time.sleep(self.cfg.background)
-        bg_after = self.scrape()
-        background = apiserver.diff(bg_before, bg_after)
+        after = self.scrape()
+        elapsed = time.monotonic() - t1
+        delta = apiserver.diff(before, after)
+        return {
+            "shutdown_seconds": shutdown,
+            "seconds": elapsed,
+            "all_per_minute": apiserver.per_minute(delta["all"], elapsed),
+            "operator": delta["operator"],
+        }
+
+    def restart(self, size: int) -> dict[str, Any]:
+        """Start the (stopped) operator: time to ready and to quiet, Jobs and requests it causes."""
+        jobs_before = self.count_jobs()
         floor = self.relist_floor()
         before = self.scrape()
         self.op = self.new_operator()
         self.op.start()
         ready = self.op.wait_ready()
-        settled_for = self.op.settle(expect_ctjs=size)
-        settled = time.monotonic() - self.op.started_at - 3.0
+        self.op.settle(expect_ctjs=size)
+        settled = time.monotonic() - self.op.started_at - 3.0  # settle() ends after 3 s of quiet
         after = self.scrape()
         m = self.op.metrics()
         jobs_after = self.count_jobs()
         rss, hwm = self.op.rss_mib()
         requests = apiserver.diff(before, after)["operator"]
-        log(f"restart: ready {ready:.2f}s, quiet after {settled:.1f}s, {jobs_after - jobs_before} new Jobs")
-        del settled_for
+        log(
+            f"restart: ready {ready:.2f}s, quiet after {settled:.1f}s, {jobs_after - jobs_before} new Jobs, "
+            f"{sum(requests.values()):.0f} requests, RSS {rss:.0f} MiB"
+        )
         return {
-            "shutdown_seconds": shutdown, "ready_seconds": ready, "settled_seconds": settled,
-            "relist_floor_seconds": floor, "ready_vs_floor": ratio(ready, floor),
+            "ready_seconds": ready,
+            "settled_seconds": settled,
+            "relist_floor_seconds": floor,
+            "ready_vs_floor": ratio(ready, floor),
             "jobs_created_by_restart": jobs_after - jobs_before,
             "jobs_created_metric": m.get("changejob_jobs_created_total", 0.0),
             "status_writes": m.get("changejob_status_writes_total{result=ok}", 0.0),
-            "requests": requests, "requests_total": sum(requests.values()),
-            "rss_after_restart_mib": rss, "peak_rss_mib": hwm,
-            "background": {"seconds": self.cfg.background, "all_per_minute": apiserver.per_minute(
-                background["all"], self.cfg.background), "operator": background["operator"]},
+            "requests": requests,
+            "requests_total": sum(requests.values()),
+            "rss_mib": rss,
+            "peak_rss_mib": hwm,
         }
 
     # --- idle ----------------------------------------------------------------------------------------
@@ -322,11 +355,20 @@ class Bench:
                 lim_lat.append(value)
             time.sleep(self.cfg.spacing)
         op_s, lim_s = summary(op_lat), summary(lim_lat)
-        log(f"latency at {size}: operator p50 {op_s['p50'] * 1000:.0f} ms p99 {op_s['p99'] * 1000:.0f} ms; "
-            f"limit p50 {lim_s['p50'] * 1000:.0f} ms p99 {lim_s['p99'] * 1000:.0f} ms")
-        return {"operator": op_s, "limit": lim_s, "patch_rtt": summary(patch_rtt), "lost": lost,
-                "p50_ratio": ratio(op_s["p50"], lim_s["p50"]), "p99_ratio": ratio(op_s["p99"], lim_s["p99"]),
-                "operator_samples": op_lat, "limit_samples": lim_lat}
+        log(
+            f"latency at {size}: operator p50 {op_s['p50'] * 1000:.0f} ms p99 {op_s['p99'] * 1000:.0f} ms; "
+            f"limit p50 {lim_s['p50'] * 1000:.0f} ms p99 {lim_s['p99'] * 1000:.0f} ms"
+        )
+        return {
+            "operator": op_s,
+            "limit": lim_s,
+            "patch_rtt": summary(patch_rtt),
+            "lost": lost,
+            "p50_ratio": ratio(op_s["p50"], lim_s["p50"]),
+            "p99_ratio": ratio(op_s["p99"], lim_s["p99"]),
+            "operator_samples": op_lat,
+            "limit_samples": lim_lat,
+        }
 
     # --- burst ---------------------------------------------------------------------------------------
     def _burst(self, owners: dict[str, int], patches: list[Callable[[], float]]) -> dict[str, Any]:
@@ -356,22 +398,41 @@ class Bench:
         op = self._burst(owners, [lambda i=i: self.patch_object(2 * i) for i in range(n)])  # type: ignore[misc]
         self.op.settle()
         m1 = self.op.metrics()
-        op["jobs_created_metric"] = m1.get("changejob_jobs_created_total", 0) - m0.get("changejob_jobs_created_total", 0)
-        op["triggers"] = {k.split("=")[1].rstrip("}"): m1[k] - m0.get(k, 0.0)
-                          for k in m1 if k.startswith("changejob_triggers_total{")}
+        created = "changejob_jobs_created_total"
+        op["jobs_created_metric"] = m1.get(created, 0.0) - m0.get(created, 0.0)
+        op["triggers"] = {
+            k.split("=")[1].rstrip("}"): m1[k] - m0.get(k, 0.0) for k in m1 if k.startswith("changejob_triggers_total{")
+        }
         log(f"burst: {n} changes for the baseline client")
-        owners = {"limit:" + workload.limit_name(k): self.jw.count("limit:" + workload.limit_name(k))
-                  for k in range(n)}
+        owners = {"limit:" + workload.limit_name(k): self.jw.count("limit:" + workload.limit_name(k)) for k in range(n)}
         lim = self._burst(owners, [lambda k=k: self.patch_limit(k) for k in range(n)])  # type: ignore[misc]
-        result = {"operator": op, "limit": lim,
-                  "ratio": ratio(op["all_jobs_seconds"], lim["all_jobs_seconds"])}
-        log(f"burst: operator {op['all_jobs_seconds']}s, limit {lim['all_jobs_seconds']}s, "
-            f"duplicates {op['duplicates']}")
+        result = {"operator": op, "limit": lim, "ratio": ratio(op["all_jobs_seconds"], lim["all_jobs_seconds"])}
+        log(
+            f"burst: operator {op['all_jobs_seconds']}s, limit {lim['all_jobs_seconds']}s, "
+            f"duplicates {op['duplicates']}"
+        )
         return result
 
+    def wait_jobs_finished(self, timeout: float = 600.0) -> float:
+        """Seconds until every Job in the namespace has finished (the control plane is quiet again)."""
+        started = time.monotonic()
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            running = sum(
+                1
+                for j in self.api.list_all(f"/apis/batch/v1/namespaces/{self.ns}/jobs")
+                if jobs.job_phase(j) == "Active"
+            )
+            if running == 0:
+                return time.monotonic() - started
+            time.sleep(2.0)
+        log(f"Jobs still running after {timeout}s")
+        return math.nan
+
     def delete_limit_jobs(self) -> None:
-        self.api.delete_collection(f"/apis/batch/v1/namespaces/{self.ns}/jobs",
-                                   selector="bench.changejob.dev/limit-owner")
+        self.api.delete_collection(
+            f"/apis/batch/v1/namespaces/{self.ns}/jobs", selector="bench.changejob.dev/limit-owner"
+        )
 
     # --- HA ----------------------------------------------------------------------------------------
     def ha(self, size: int) -> dict[str, Any]:
@@ -389,16 +450,30 @@ class Bench:
                 converged = self.wait_owned(ops, size)
                 for op in ops:
                     op.settle()
-                per = [{"identity": op.identity, "ctjs": op.metrics().get("changejob_ctjs", 0.0),
-                        "shards": op.metrics().get("changejob_owned_shards", 0.0)} for op in ops]
+                per = [
+                    {
+                        "identity": op.identity,
+                        "ctjs": op.metrics().get("changejob_ctjs", 0.0),
+                        "shards": op.metrics().get("changejob_owned_shards", 0.0),
+                    }
+                    for op in ops
+                ]
                 window = self.idle(ops, self.cfg.ha_idle)
-                for entry, rss, peak, cpu in zip(per, window["rss_mib"], window["peak_rss_mib"],
-                                                 window["cpu_percent"], strict=True):
+                for entry, rss, peak, cpu in zip(
+                    per, window["rss_mib"], window["peak_rss_mib"], window["cpu_percent"], strict=True
+                ):
                     entry.update(rss_mib=rss, peak_rss_mib=peak, cpu_percent=cpu)
-                out[str(replicas)] = {"ready_seconds": ready, "converged_seconds": converged, "replicas": per,
-                                      "idle": window, "jobs_created": self.count_jobs() - jobs_before}
-                log(f"HA {replicas}: " + ", ".join(f"{p['identity']} {p['ctjs']:.0f} CTJs {p['rss_mib']:.0f} MiB"
-                                                   for p in per))
+                out[str(replicas)] = {
+                    "ready_seconds": ready,
+                    "converged_seconds": converged,
+                    "replicas": per,
+                    "idle": window,
+                    "jobs_created": self.count_jobs() - jobs_before,
+                }
+                log(
+                    f"HA {replicas}: "
+                    + ", ".join(f"{p['identity']} {p['ctjs']:.0f} CTJs {p['rss_mib']:.0f} MiB" for p in per)
+                )
             finally:
                 for op in ops:
                     op.stop()
@@ -434,8 +509,11 @@ def run(cfg: Config, workdir: Path) -> dict[str, Any]:
         results["kubernetes"] = version.get("gitVersion")
         op_kubeconfig = setup(api, cfg, workdir)
         limit_count = max(cfg.samples, cfg.burst)
-        jw = JobWatch(t=api.t, namespace=cfg.namespace,
-                      resource_version=api.list_rv(f"/apis/batch/v1/namespaces/{cfg.namespace}/jobs"))
+        jw = JobWatch(
+            t=api.t,
+            namespace=cfg.namespace,
+            resource_version=api.list_rv(f"/apis/batch/v1/namespaces/{cfg.namespace}/jobs"),
+        )
         jw.start()
         bench = Bench(api=api, cfg=cfg, op_kubeconfig=op_kubeconfig, workdir=workdir, jw=jw)
         log(f"creating {limit_count} ConfigMaps for the baseline client")
@@ -447,23 +525,26 @@ def run(cfg: Config, workdir: Path) -> dict[str, Any]:
             ready = bench.op.wait_ready()
             bench.op.settle(expect_ctjs=0)
             empty_rss, _ = bench.op.rss_mib()
-            results["empty"] = {"ready_seconds": ready, "rss_mib": empty_rss,
-                                "limit_client_rss_mib": _rss_of(lim.pid)}
+            results["empty"] = {"ready_seconds": ready, "rss_mib": empty_rss, "limit_client_rss_mib": _rss_of(lim.pid)}
             log(f"operator ready in {ready:.2f}s with no CTJs, RSS {empty_rss:.0f} MiB")
             for size in cfg.sizes:
                 log(f"=== size {size}")
                 res: dict[str, Any] = {"populate": bench.populate(size)}
-                res["restart"] = bench.restart(size)
-                log(f"idle window {cfg.idle_for(size):.0f}s")
-                res["idle"] = bench.idle([bench.op], cfg.idle_for(size))
                 assert bench.op is not None
                 m = bench.op.metrics()
                 res["watched_objects"] = m.get("changejob_watched_objects", 0.0)
                 res["watch_streams"] = m.get("changejob_watch_streams", 0.0)
+                log(f"idle window {cfg.idle_for(size):.0f}s")
+                res["idle"] = bench.idle([bench.op], cfg.idle_for(size))
+                res["background"] = bench.background()
+                res["restart"] = bench.restart(size)
                 res["latency"] = bench.latency(size)
                 if size == cfg.burst_at:
                     res["burst"] = bench.burst()
                     bench.delete_limit_jobs()
+                    res["burst"]["jobs_finished_seconds"] = bench.wait_jobs_finished()
+                    assert bench.op is not None
+                    bench.op.settle()
                 results["sizes"][str(size)] = res
                 _write_partial(workdir, results)
             if cfg.ha:
@@ -480,6 +561,7 @@ def run(cfg: Config, workdir: Path) -> dict[str, Any]:
             bench.jw.stop()
             if bench.op is not None:
                 bench.op.stop()
+        (workdir / "operator.kubeconfig").unlink(missing_ok=True)  # it holds a token
         if not cfg.keep_cluster:
             log(f"deleting cluster {cfg.cluster}")
             cluster_down(cfg.cluster)
@@ -509,17 +591,25 @@ def growth(results: Mapping[str, Any]) -> dict[str, Any]:
     costs = {
         "latency p50": (a["latency"]["operator"]["p50"], b["latency"]["operator"]["p50"]),
         "latency p99": (a["latency"]["operator"]["p99"], b["latency"]["operator"]["p99"]),
-        "API requests/min (non-Lease)": (a["idle"]["operator_non_lease_per_minute"],
-                                         b["idle"]["operator_non_lease_per_minute"]),
-        "RSS": (a["idle"]["rss_mib"][0], b["idle"]["rss_mib"][0]),
-        "RSS above empty process": (a["idle"]["rss_mib"][0] - results["empty"]["rss_mib"],
-                                    b["idle"]["rss_mib"][0] - results["empty"]["rss_mib"]),
+        "API requests/min (non-Lease)": (
+            a["idle"]["operator_non_lease_per_minute"],
+            b["idle"]["operator_non_lease_per_minute"],
+        ),
+        "RSS (long-running)": (a["idle"]["rss_mib"][0], b["idle"]["rss_mib"][0]),
+        "RSS (after restart)": (a["restart"]["rss_mib"], b["restart"]["rss_mib"]),
+        "RSS above empty process": (
+            a["restart"]["rss_mib"] - results["empty"]["rss_mib"],
+            b["restart"]["rss_mib"] - results["empty"]["rss_mib"],
+        ),
         "idle CPU": (a["idle"]["cpu_percent"][0], b["idle"]["cpu_percent"][0]),
         "restart to ready": (a["restart"]["ready_seconds"], b["restart"]["ready_seconds"]),
         "restart until quiet": (a["restart"]["settled_seconds"], b["restart"]["settled_seconds"]),
         "restart API requests": (a["restart"]["requests_total"], b["restart"]["requests_total"]),
-        "baseline of new CTJs": (a["populate"]["all_baselined_after_first_ctj_seconds"],
-                                 b["populate"]["all_baselined_after_first_ctj_seconds"]),
+        "baseline of new CTJs": (
+            a["populate"]["all_baselined_after_first_ctj_seconds"],
+            b["populate"]["all_baselined_after_first_ctj_seconds"],
+        ),
     }
-    return {k: {"at_1000": x, "at_10000": y, "exponent": growth_exponent(x, y, factor=10.0)}
-            for k, (x, y) in costs.items()}
+    return {
+        k: {"at_1000": x, "at_10000": y, "exponent": growth_exponent(x, y, factor=10.0)} for k, (x, y) in costs.items()
+    }

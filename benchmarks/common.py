@@ -32,8 +32,7 @@ def _first_line(path: str, prefix: str) -> str:
 
 def _git(*args: str) -> str:
     try:
-        out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True,
-                             timeout=10)
+        out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip()
@@ -58,9 +57,11 @@ def machine() -> dict[str, Any]:
 
 
 def machine_line(info: Mapping[str, Any]) -> str:
-    return (f"machine: {info['nproc']} CPU ({info['cpu_model']}), {info['memory_gib']} GiB, "
-            f"Python {info['python']}, load average {info['load_average_at_start']}, "
-            f"commit {info['git_commit']}{' (dirty)' if info['git_dirty'] else ''}")
+    return (
+        f"machine: {info['nproc']} CPU ({info['cpu_model']}), {info['memory_gib']} GiB, "
+        f"Python {info['python']}, load average {info['load_average_at_start']}, "
+        f"commit {info['git_commit']}{' (dirty)' if info['git_dirty'] else ''}"
+    )
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -12,10 +12,9 @@ import threading
 import time
 from typing import Any
 
-from limit_client import LIMIT_OWNER_LABEL
-
 from changejob.domain import jobs
 from changejob.kube import transport
+from limit_client import LIMIT_OWNER_LABEL
 
 
 class JobWatch:
@@ -38,8 +37,7 @@ class JobWatch:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            query = {"watch": "true", "allowWatchBookmarks": "true", "resourceVersion": self._rv,
-                     "timeoutSeconds": 600}
+            query = {"watch": "true", "allowWatchBookmarks": "true", "resourceVersion": self._rv, "timeoutSeconds": 600}
             try:
                 for event in self._t.stream(self._path, query=query, read_timeout=700):
                     self._on(event)
@@ -57,8 +55,9 @@ class JobWatch:
         if event.get("type") != "ADDED":
             return
         labels = meta.get("labels") or {}
-        owner = labels.get(jobs.OWNER_LABEL) or ("limit:" + labels[LIMIT_OWNER_LABEL]
-                                                 if LIMIT_OWNER_LABEL in labels else None)
+        owner = labels.get(jobs.OWNER_LABEL) or (
+            "limit:" + labels[LIMIT_OWNER_LABEL] if LIMIT_OWNER_LABEL in labels else None
+        )
         if owner is None:
             return
         with self._cond:

@@ -32,22 +32,47 @@ log = logging.getLogger("limit-client")
 
 def job_template() -> dict[str, Any]:
     """The jobTemplate the benchmark's CTJs use too."""
-    return {"spec": {"backoffLimit": 0, "template": {"spec": {
-        "containers": [{"name": "hello", "image": "busybox:latest", "command": ["sh", "-c", "echo changed"]}],
-        "restartPolicy": "Never"}}}}
+    return {
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "hello", "image": "busybox:latest", "command": ["sh", "-c", "echo changed"]}
+                    ],
+                    "restartPolicy": "Never",
+                }
+            },
+        }
+    }
 
 
 def limit_job(cm: Mapping[str, Any], *, sequence: int) -> dict[str, Any]:
     meta = cm["metadata"]
-    fake_ctj = {"metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
-                "spec": {"jobTemplate": job_template()}}
-    body = jobs.build_job(ctj=fake_ctj, sequence=sequence, changed=[f"ConfigMap/{meta['name']}:*"],
-                          hashes=[str(meta.get("resourceVersion", ""))], traceparent=None)
+    fake_ctj = {
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+        "spec": {"jobTemplate": job_template()},
+    }
+    body = jobs.build_job(
+        ctj=fake_ctj,
+        sequence=sequence,
+        changed=[f"ConfigMap/{meta['name']}:*"],
+        hashes=[str(meta.get("resourceVersion", ""))],
+        traceparent=None,
+    )
     labels = body["metadata"]["labels"]
     del labels[jobs.OWNER_LABEL]
     labels[LIMIT_OWNER_LABEL] = meta["name"]
-    body["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap", "name": meta["name"],
-                                           "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]
+    body["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
     return body
 
 
@@ -71,8 +96,13 @@ class LimitClient:
         rv = listed["metadata"]["resourceVersion"]
         print("ready", flush=True)
         while True:
-            query = {"watch": "true", "allowWatchBookmarks": "true", "resourceVersion": rv,
-                     "labelSelector": LIMIT_SELECTOR, "timeoutSeconds": 3600}
+            query = {
+                "watch": "true",
+                "allowWatchBookmarks": "true",
+                "resourceVersion": rv,
+                "labelSelector": LIMIT_SELECTOR,
+                "timeoutSeconds": 3600,
+            }
             try:
                 for event in self._t.stream(path, query=query, read_timeout=3700):
                     obj = event.get("object") or {}

@@ -23,9 +23,9 @@ import timeit
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import objects
 import orjson
 
+import objects
 from changejob.domain import api, fields, hashing, triggers
 
 SECRET_KEY = bytes(range(32))
@@ -68,7 +68,7 @@ def stdlib_hasher(field_paths: Sequence[str], key: bytes | None = None) -> Calla
 
 def naive_hasher(field_paths: Sequence[str]) -> Callable[[Any], Any]:
     """Everything from scratch per event: parse each path, extract, json + SHA-256."""
-    parse = fields.compile_path.__wrapped__  # type: ignore[attr-defined]  # lru_cache's original function
+    parse = fields.compile_path.__wrapped__  # lru_cache keeps the original function here
 
     def run(obj: Any) -> Any:
         pairs = tuple((p, stdlib_digest(parse(p).extract(obj))) for p in field_paths)
@@ -96,8 +96,11 @@ HASH_CASES: list[tuple[str, tuple[str, ...], bool]] = [
     ("Secret", ("data",), False),
     ("Secret", ("data",), True),
     ("Deployment 5KB", ("*",), False),
-    ("Deployment 5KB", ("spec.replicas", "spec.template.spec.containers[*].image",
-                        "spec.template.spec.containers[*].resources"), False),
+    (
+        "Deployment 5KB",
+        ("spec.replicas", "spec.template.spec.containers[*].image", "spec.template.spec.containers[*].resources"),
+        False,
+    ),
     ("ConfigMap 100KB", ("*",), False),
     ("ConfigMap 100KB", ("data",), False),
 ]
@@ -121,9 +124,16 @@ def bench_hashing(objs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         obj = objs[name]
         fast = time_per_call(lambda obj=obj: hashing.digest(obj))  # type: ignore[misc]
         slow = time_per_call(lambda obj=obj: stdlib_digest(obj))  # type: ignore[misc]
-        rows.append({"case": f"digest(whole {name})", "bytes": len(orjson.dumps(obj)),
-                     "operator_ns": fast["best_ns"], "baseline_ns": slow["best_ns"],
-                     "ratio": slow["best_ns"] / fast["best_ns"], "baseline": "json.dumps(sort_keys)+sha256"})
+        rows.append(
+            {
+                "case": f"digest(whole {name})",
+                "bytes": len(orjson.dumps(obj)),
+                "operator_ns": fast["best_ns"],
+                "baseline_ns": slow["best_ns"],
+                "ratio": slow["best_ns"] / fast["best_ns"],
+                "baseline": "json.dumps(sort_keys)+sha256",
+            }
+        )
     for name, paths, keyed in HASH_CASES:
         obj = objs[name]
         key = SECRET_KEY if keyed else None
@@ -132,19 +142,22 @@ def bench_hashing(objs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         fast = time_per_call(lambda h=hasher.hash, obj=obj: h(obj))  # type: ignore[misc]
         slow = time_per_call(lambda r=reference, obj=obj: r(obj))  # type: ignore[misc]
         selected = [fields.compile_path(p).extract(obj) for p in paths]
-        rows.append({
-            "case": f"ObjectHasher {name} {list(paths) if len(paths) < 3 else '[3 fields]'}"
-                    + (" keyed" if keyed else ""),
-            "bytes": sum(len(hashing.canonical(v)) for v in selected),
-            "operator_ns": fast["best_ns"], "baseline_ns": slow["best_ns"],
-            "ratio": slow["best_ns"] / fast["best_ns"],
-            "baseline": "hmac-sha256" if keyed else "json.dumps(sort_keys)+sha256",
-        })
+        rows.append(
+            {
+                "case": f"ObjectHasher {name} {list(paths) if len(paths) < 3 else '[3 fields]'}"
+                + (" keyed" if keyed else ""),
+                "bytes": sum(len(hashing.canonical(v)) for v in selected),
+                "operator_ns": fast["best_ns"],
+                "baseline_ns": slow["best_ns"],
+                "ratio": slow["best_ns"] / fast["best_ns"],
+                "baseline": "hmac-sha256" if keyed else "json.dumps(sort_keys)+sha256",
+            }
+        )
     return rows
 
 
 def bench_paths(objs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    parse = fields.compile_path.__wrapped__  # type: ignore[attr-defined]
+    parse = fields.compile_path.__wrapped__
     rows: list[dict[str, Any]] = []
     for name, expr in PATHS:
         obj = objs[name]
@@ -152,9 +165,16 @@ def bench_paths(objs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         fast = time_per_call(lambda e=extract, obj=obj: e(obj))  # type: ignore[misc]
         slow = time_per_call(lambda expr=expr, obj=obj: parse(expr).extract(obj))  # type: ignore[misc]
         compile_only = time_per_call(lambda expr=expr: parse(expr))  # type: ignore[misc]
-        rows.append({"case": f"{name}: {expr}", "operator_ns": fast["best_ns"], "baseline_ns": slow["best_ns"],
-                     "compile_ns": compile_only["best_ns"], "ratio": slow["best_ns"] / fast["best_ns"],
-                     "baseline": "parse on every evaluation"})
+        rows.append(
+            {
+                "case": f"{name}: {expr}",
+                "operator_ns": fast["best_ns"],
+                "baseline_ns": slow["best_ns"],
+                "compile_ns": compile_only["best_ns"],
+                "ratio": slow["best_ns"] / fast["best_ns"],
+                "baseline": "parse on every evaluation",
+            }
+        )
     return rows
 
 
@@ -172,32 +192,65 @@ def bench_event(objs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     def event(hash_fn: Callable[[Any], Any]) -> Callable[[], triggers.Decision]:
         def run() -> triggers.Decision:
             _, combined = hash_fn(deploy)
-            return triggers.decide(condition=api.Condition.ANY, cooldown=cooldown,
-                                   references=("0" * 32, cm_hash), observed=(combined, cm_hash),
-                                   last_triggered=last, now=now)
+            return triggers.decide(
+                condition=api.Condition.ANY,
+                cooldown=cooldown,
+                references=("0" * 32, cm_hash),
+                observed=(combined, cm_hash),
+                last_triggered=last,
+                now=now,
+            )
+
         return run
 
     decide_cases = {
-        "decide: Trigger (Any, 1 of 2 changed)": dict(condition=api.Condition.ANY, cooldown=cooldown,
-                                                      references=("a" * 32, "b" * 32), observed=("c" * 32, "b" * 32)),
-        "decide: Nothing (unchanged)": dict(condition=api.Condition.ANY, cooldown=cooldown,
-                                            references=("a" * 32, "b" * 32), observed=("a" * 32, "b" * 32)),
-        "decide: Defer (cooldown 10m)": dict(condition=api.Condition.ANY, cooldown=datetime.timedelta(minutes=10),
-                                             references=("a" * 32, "b" * 32), observed=("c" * 32, "b" * 32)),
-        "decide: Nothing (All, 1 of 2 changed)": dict(condition=api.Condition.ALL, cooldown=cooldown,
-                                                      references=("a" * 32, "b" * 32), observed=("c" * 32, "b" * 32)),
+        "decide: Trigger (Any, 1 of 2 changed)": {
+            "condition": api.Condition.ANY,
+            "cooldown": cooldown,
+            "references": ("a" * 32, "b" * 32),
+            "observed": ("c" * 32, "b" * 32),
+        },
+        "decide: Nothing (unchanged)": {
+            "condition": api.Condition.ANY,
+            "cooldown": cooldown,
+            "references": ("a" * 32, "b" * 32),
+            "observed": ("a" * 32, "b" * 32),
+        },
+        "decide: Defer (cooldown 10m)": {
+            "condition": api.Condition.ANY,
+            "cooldown": datetime.timedelta(minutes=10),
+            "references": ("a" * 32, "b" * 32),
+            "observed": ("c" * 32, "b" * 32),
+        },
+        "decide: Nothing (All, 1 of 2 changed)": {
+            "condition": api.Condition.ALL,
+            "cooldown": cooldown,
+            "references": ("a" * 32, "b" * 32),
+            "observed": ("c" * 32, "b" * 32),
+        },
     }
     fast = time_per_call(event(hasher.hash))
     slow = time_per_call(event(naive))
-    rows: list[dict[str, Any]] = [{
-        "case": "event: extract+hash 3 fields of a 5KB Deployment, decide", "operator_ns": fast["best_ns"],
-        "baseline_ns": slow["best_ns"], "ratio": slow["best_ns"] / fast["best_ns"],
-        "baseline": "re-parse paths, json+sha256, decide"}]
+    rows: list[dict[str, Any]] = [
+        {
+            "case": "event: extract+hash 3 fields of a 5KB Deployment, decide",
+            "operator_ns": fast["best_ns"],
+            "baseline_ns": slow["best_ns"],
+            "ratio": slow["best_ns"] / fast["best_ns"],
+            "baseline": "re-parse paths, json+sha256, decide",
+        }
+    ]
     for label, kwargs in decide_cases.items():
         timing = time_per_call(lambda kw=kwargs: triggers.decide(**kw, last_triggered=last, now=now))  # type: ignore[misc]
-        rows.append({"case": label, "operator_ns": timing["best_ns"], "baseline_ns": fast["best_ns"],
-                     "ratio": fast["best_ns"] / timing["best_ns"],
-                     "baseline": "share of the whole event (event / decide)"})
+        rows.append(
+            {
+                "case": label,
+                "operator_ns": timing["best_ns"],
+                "baseline_ns": fast["best_ns"],
+                "ratio": fast["best_ns"] / timing["best_ns"],
+                "baseline": "share of the whole event (event / decide)",
+            }
+        )
     return rows
 
 
@@ -212,16 +265,34 @@ def tables(result: dict[str, Any]) -> list[str]:
     def us(ns: float) -> str:
         return f"{ns / 1000:.2f}"
 
-    out = [table("Canonical hashing (µs per call, best of 7; goal: ratio ≥ 10 on whole objects)",
-                 ["case", "bytes hashed", "operator µs", "baseline µs", "ratio", "baseline"],
-                 [[r["case"], r["bytes"], us(r["operator_ns"]), us(r["baseline_ns"]), f"{r['ratio']:.1f}×",
-                   r["baseline"]] for r in result["hashing"]])]
-    out.append(table("Field paths (µs per evaluation; compiled once vs parsed every time)",
-                     ["object: path", "compiled µs", "parse+extract µs", "parse only µs", "ratio"],
-                     [[r["case"], us(r["operator_ns"]), us(r["baseline_ns"]), us(r["compile_ns"]),
-                       f"{r['ratio']:.1f}×"] for r in result["paths"]]))
-    out.append(table("One watch event and the trigger decision (µs per call)",
-                     ["case", "µs", "baseline µs", "ratio", "baseline"],
-                     [[r["case"], us(r["operator_ns"]), us(r["baseline_ns"]), f"{r['ratio']:.1f}×", r["baseline"]]
-                      for r in result["event"]]))
+    out = [
+        table(
+            "Canonical hashing (µs per call, best of 7; goal: ratio ≥ 10 on whole objects)",
+            ["case", "bytes hashed", "operator µs", "baseline µs", "ratio", "baseline"],
+            [
+                [r["case"], r["bytes"], us(r["operator_ns"]), us(r["baseline_ns"]), f"{r['ratio']:.1f}x", r["baseline"]]
+                for r in result["hashing"]
+            ],
+        )
+    ]
+    out.append(
+        table(
+            "Field paths (µs per evaluation; compiled once vs parsed every time)",
+            ["object: path", "compiled µs", "parse+extract µs", "parse only µs", "ratio"],
+            [
+                [r["case"], us(r["operator_ns"]), us(r["baseline_ns"]), us(r["compile_ns"]), f"{r['ratio']:.1f}x"]
+                for r in result["paths"]
+            ],
+        )
+    )
+    out.append(
+        table(
+            "One watch event and the trigger decision (µs per call)",
+            ["case", "µs", "baseline µs", "ratio", "baseline"],
+            [
+                [r["case"], us(r["operator_ns"]), us(r["baseline_ns"]), f"{r['ratio']:.1f}x", r["baseline"]]
+                for r in result["event"]
+            ],
+        )
+    )
     return out

@@ -11,7 +11,7 @@ import random
 import string
 from typing import Any
 
-_FIELDS_V1 = {"f:data": {".": {}, "f:app.properties": {}, "f:important-key": {}, "f:log-level": {}}}
+_FIELDS_V1: dict[str, Any] = {"f:data": {".": {}, "f:app.properties": {}, "f:important-key": {}, "f:log-level": {}}}
 
 
 def _metadata(*, name: str, namespace: str, rv: int, labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -23,10 +23,16 @@ def _metadata(*, name: str, namespace: str, rv: int, labels: dict[str, str] | No
         "creationTimestamp": "2025-01-01T12:00:00Z",
         "labels": labels or {"app.kubernetes.io/name": "web", "app.kubernetes.io/part-of": "shop"},
         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
-        "managedFields": [{
-            "manager": "kubectl-client-side-apply", "operation": "Update", "apiVersion": "v1",
-            "time": "2025-01-01T12:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": _FIELDS_V1,
-        }],
+        "managedFields": [
+            {
+                "manager": "kubectl-client-side-apply",
+                "operation": "Update",
+                "apiVersion": "v1",
+                "time": "2025-01-01T12:00:00Z",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": _FIELDS_V1,
+            }
+        ],
     }
 
 
@@ -46,6 +52,7 @@ def configmap(name: str = "app-config", namespace: str = "default") -> dict[str,
 
 def secret(name: str = "app-secret", namespace: str = "default") -> dict[str, Any]:
     """A small Opaque Secret with base64 data."""
+
     def b64(text: str) -> str:
         return base64.b64encode(text.encode()).decode()
 
@@ -54,8 +61,11 @@ def secret(name: str = "app-secret", namespace: str = "default") -> dict[str, An
         "kind": "Secret",
         "type": "Opaque",
         "metadata": _metadata(name=name, namespace=namespace, rv=102),
-        "data": {"username": b64("shop"), "password": b64("s3cr3t-p4ssw0rd-0123456789"),
-                 "api-token": b64("tok_" + "a1b2c3d4" * 6)},
+        "data": {
+            "username": b64("shop"),
+            "password": b64("s3cr3t-p4ssw0rd-0123456789"),
+            "api-token": b64("tok_" + "a1b2c3d4" * 6),
+        },
     }
 
 
@@ -69,10 +79,20 @@ def _container(index: int) -> dict[str, Any]:
         "env": [{"name": f"ENV_{k}", "value": f"value-{index}-{k}"} for k in range(18)]
         + [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}],
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
-        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http", "scheme": "HTTP"},
-                           "periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
-        "livenessProbe": {"httpGet": {"path": "/live", "port": "http", "scheme": "HTTP"},
-                          "periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3},
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": "http", "scheme": "HTTP"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 1,
+            "successThreshold": 1,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/live", "port": "http", "scheme": "HTTP"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 1,
+            "successThreshold": 1,
+            "failureThreshold": 3,
+        },
         "volumeMounts": [{"name": "config", "mountPath": "/config"}, {"name": "secret", "mountPath": "/secret"}],
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
@@ -95,8 +115,10 @@ def deployment(name: str = "web-app", namespace: str = "default") -> dict[str, A
                 "metadata": {"labels": {"app.kubernetes.io/name": "web", "app.kubernetes.io/part-of": "shop"}},
                 "spec": {
                     "containers": [_container(0), _container(1)],
-                    "volumes": [{"name": "config", "configMap": {"name": "app-config", "defaultMode": 420}},
-                                {"name": "secret", "secret": {"secretName": "app-secret", "defaultMode": 420}}],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": "app-config", "defaultMode": 420}},
+                        {"name": "secret", "secret": {"secretName": "app-secret", "defaultMode": 420}},
+                    ],
                     "restartPolicy": "Always",
                     "terminationGracePeriodSeconds": 30,
                     "dnsPolicy": "ClusterFirst",
@@ -106,15 +128,28 @@ def deployment(name: str = "web-app", namespace: str = "default") -> dict[str, A
             },
         },
         "status": {
-            "observedGeneration": 4, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3,
+            "observedGeneration": 4,
+            "replicas": 3,
+            "updatedReplicas": 3,
+            "readyReplicas": 3,
             "availableReplicas": 3,
             "conditions": [
-                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-                 "message": "Deployment has minimum availability.", "lastUpdateTime": "2025-01-01T12:01:00Z",
-                 "lastTransitionTime": "2025-01-01T12:01:00Z"},
-                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-                 "message": 'ReplicaSet "web-app-7d9f8b6c5d" has successfully progressed.',
-                 "lastUpdateTime": "2025-01-01T12:01:00Z", "lastTransitionTime": "2025-01-01T12:00:00Z"},
+                {
+                    "type": "Available",
+                    "status": "True",
+                    "reason": "MinimumReplicasAvailable",
+                    "message": "Deployment has minimum availability.",
+                    "lastUpdateTime": "2025-01-01T12:01:00Z",
+                    "lastTransitionTime": "2025-01-01T12:01:00Z",
+                },
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "NewReplicaSetAvailable",
+                    "message": 'ReplicaSet "web-app-7d9f8b6c5d" has successfully progressed.',
+                    "lastUpdateTime": "2025-01-01T12:01:00Z",
+                    "lastTransitionTime": "2025-01-01T12:00:00Z",
+                },
             ],
         },
     }

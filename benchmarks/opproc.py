@@ -27,8 +27,9 @@ def free_port() -> int:
 
 
 class Operator:
-    def __init__(self, *, kubeconfig: str, namespace: str, logdir: Path, identity: str = "bench-0",
-                 extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self, *, kubeconfig: str, namespace: str, logdir: Path, identity: str = "bench-0", extra: Sequence[str] = ()
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.identity = identity
@@ -40,11 +41,18 @@ class Operator:
         self.started_at = 0.0
 
     def args(self) -> list[str]:
-        return [str(ENTRY), "run", f"--kubeconfig={self.kubeconfig}", f"--namespaces={self.namespace}",
-                f"--leader-election-namespace={self.namespace}",
-                f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
-                f"--health-probe-bind-address=127.0.0.1:{self.probe_port}",
-                f"--identity={self.identity}", "--log-level=warning", *self.extra]
+        return [
+            str(ENTRY),
+            "run",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--namespaces={self.namespace}",
+            f"--leader-election-namespace={self.namespace}",
+            f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
+            f"--health-probe-bind-address=127.0.0.1:{self.probe_port}",
+            f"--identity={self.identity}",
+            "--log-level=warning",
+            *self.extra,
+        ]
 
     @property
     def pid(self) -> int:

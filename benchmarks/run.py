@@ -37,12 +37,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sizes", type=_sizes, default=defaults.sizes, help="CTJ counts, comma-separated")
     p.add_argument("--samples", type=int, default=defaults.samples, help="latency samples per size and side")
     p.add_argument("--spacing", type=float, default=defaults.spacing, help="seconds between latency samples")
-    p.add_argument("--idle-small", type=float, default=defaults.idle_small,
-                   help="idle window (s) below --large-from CTJs")
+    p.add_argument(
+        "--idle-small", type=float, default=defaults.idle_small, help="idle window (s) below --large-from CTJs"
+    )
     p.add_argument("--idle-large", type=float, default=defaults.idle_large, help="idle window (s) from --large-from")
     p.add_argument("--large-from", type=int, default=defaults.large_from)
-    p.add_argument("--background", type=float, default=defaults.background,
-                   help="window (s) with the operator stopped, for the control plane's own traffic")
+    p.add_argument(
+        "--background",
+        type=float,
+        default=defaults.background,
+        help="window (s) with the operator stopped, for the control plane's own traffic",
+    )
     p.add_argument("--burst", type=int, default=defaults.burst, help="changes in the burst")
     p.add_argument("--burst-at", type=int, default=defaults.burst_at, help="CTJ count at which to burst")
     p.add_argument("--no-ha", action="store_true", help="skip the leader-election runs")
@@ -66,11 +71,21 @@ def main(argv: list[str]) -> int:
         for text in micro.tables(results["micro"]):
             common.emit(text)
     if args.only in (None, "cluster"):
-        cfg = cluster.Config(sizes=args.sizes, samples=args.samples, spacing=args.spacing,
-                             idle_small=args.idle_small, idle_large=args.idle_large, large_from=args.large_from,
-                             background=args.background, burst=args.burst, burst_at=args.burst_at,
-                             ha=not args.no_ha, ha_idle=args.ha_idle, cluster=args.cluster,
-                             keep_cluster=args.keep_cluster)
+        cfg = cluster.Config(
+            sizes=args.sizes,
+            samples=args.samples,
+            spacing=args.spacing,
+            idle_small=args.idle_small,
+            idle_large=args.idle_large,
+            large_from=args.large_from,
+            background=args.background,
+            burst=args.burst,
+            burst_at=args.burst_at,
+            ha=not args.no_ha,
+            ha_idle=args.ha_idle,
+            cluster=args.cluster,
+            keep_cluster=args.keep_cluster,
+        )
         results["cluster"] = cluster.run(cfg, workdir)
         for text in report.cluster_tables(results["cluster"], results["machine"]):
             common.emit(text)

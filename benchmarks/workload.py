@@ -57,16 +57,34 @@ def watched_object(j: int, namespace: str) -> dict[str, Any]:
     kind = object_kind(j)
     meta = {"name": object_name(j), "namespace": namespace, "labels": {SET_LABEL: "watched"}}
     if kind == "ConfigMap":
-        return {"apiVersion": "v1", "kind": kind, "metadata": meta,
-                "data": {"app.properties": f"server.port=8080\nshard={j}\n", "rev": "0"}}
+        return {
+            "apiVersion": "v1",
+            "kind": kind,
+            "metadata": meta,
+            "data": {"app.properties": f"server.port=8080\nshard={j}\n", "rev": "0"},
+        }
     if kind == "Secret":
-        return {"apiVersion": "v1", "kind": kind, "metadata": meta, "type": "Opaque",
-                "data": {"password": _b64(f"secret-{j}"), "rev": _b64("0")}}
+        return {
+            "apiVersion": "v1",
+            "kind": kind,
+            "metadata": meta,
+            "type": "Opaque",
+            "data": {"password": _b64(f"secret-{j}"), "rev": _b64("0")},
+        }
     labels = {"app": object_name(j)}
-    return {"apiVersion": "apps/v1", "kind": kind, "metadata": meta, "spec": {
-        "replicas": 0, "selector": {"matchLabels": labels},
-        "template": {"metadata": {"labels": labels}, "spec": {"containers": [
-            {"name": "app", "image": "registry.example.com/app:1.0.0"}]}}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": meta,
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": "registry.example.com/app:1.0.0"}]},
+            },
+        },
+    }
 
 
 def fields_of(j: int) -> list[str] | None:
@@ -81,15 +99,22 @@ def fields_of(j: int) -> list[str] | None:
 def ctj(i: int, namespace: str) -> dict[str, Any]:
     resources = []
     for j in (2 * i, 2 * i + 1):
-        ref: dict[str, Any] = {"apiVersion": "apps/v1" if object_kind(j) == "Deployment" else "v1",
-                               "kind": object_kind(j), "name": object_name(j), "namespace": namespace}
+        ref: dict[str, Any] = {
+            "apiVersion": "apps/v1" if object_kind(j) == "Deployment" else "v1",
+            "kind": object_kind(j),
+            "name": object_name(j),
+            "namespace": namespace,
+        }
         selected = fields_of(j)
         if selected is not None:
             ref["fields"] = selected
         resources.append(ref)
-    return {"apiVersion": CTJ_API, "kind": "ChangeTriggeredJob",
-            "metadata": {"name": ctj_name(i), "namespace": namespace, "labels": {SET_LABEL: "ctj"}},
-            "spec": {"jobTemplate": job_template(), "resources": resources, "cooldown": "0s"}}
+    return {
+        "apiVersion": CTJ_API,
+        "kind": "ChangeTriggeredJob",
+        "metadata": {"name": ctj_name(i), "namespace": namespace, "labels": {SET_LABEL: "ctj"}},
+        "spec": {"jobTemplate": job_template(), "resources": resources, "cooldown": "0s"},
+    }
 
 
 def change(j: int, revision: int) -> dict[str, Any]:
@@ -99,15 +124,21 @@ def change(j: int, revision: int) -> dict[str, Any]:
         return {"data": {"rev": str(revision)}}
     if kind == "Secret":
         return {"data": {"rev": _b64(str(revision))}}
-    return {"spec": {"template": {"spec": {"containers": [
-        {"name": "app", "image": f"registry.example.com/app:1.0.{revision}"}]}}}}
+    return {
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "app", "image": f"registry.example.com/app:1.0.{revision}"}]}}
+        }
+    }
 
 
 def limit_configmap(k: int, namespace: str) -> dict[str, Any]:
     key, value = LIMIT_SELECTOR.split("=")
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": limit_name(k), "namespace": namespace, "labels": {key: value}},
-            "data": {"app.properties": f"server.port=8080\nlimit={k}\n", "rev": "0"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": limit_name(k), "namespace": namespace, "labels": {key: value}},
+        "data": {"app.properties": f"server.port=8080\nlimit={k}\n", "rev": "0"},
+    }
 
 
 def configmap_ctjs(n: int) -> list[int]:

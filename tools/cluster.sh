@@ -10,9 +10,11 @@
 #   up [NAME]                 create the cluster, or reuse it if it is healthy and up to date; a
 #                             crashed, stale or outdated cluster is deleted and created afresh.
 #                             Prints `export KUBECONFIG=...` on stdout.
-#   down [NAME]               delete the cluster and its work directory
+#   down [NAME] [--force]     delete the cluster and its work directory (refused while a live test
+#                             session uses it, unless --force)
 #   kubeconfig [NAME]         print the path of the admin kubeconfig
-#   check [NAME]              exit 0 if the cluster is up and healthy, 1 otherwise
+#   check [NAME]              exit 0 if the cluster is up, healthy and up to date (`up` would reuse
+#                             it as it is), 1 otherwise
 #   status                    list the clusters under $CLUSTER_DIR and their health
 #   apiserver-stop [NAME] [--kill]
 #                             stop only kube-apiserver: SIGTERM, then SIGKILL after
@@ -43,7 +45,8 @@ mkdir -p "$CLUSTER_DIR"
 CLUSTER_DIR=$(cd "$CLUSTER_DIR" && pwd)
 export KWOK_WORKDIR=$CLUSTER_DIR
 
-# Serialises work on one cluster (and, for CREATE, the choice of free ports) between invocations.
+# Serialises work on one cluster between invocations (`up` never recreates a cluster whose
+# kube-apiserver another invocation is restarting); the lock ".create" serialises the choice of ports.
 lock() {  # lock FD NAME
   mkdir -p "$CLUSTER_DIR/locks"
   eval "exec $1>\"\$CLUSTER_DIR/locks/$2.lock\""
@@ -95,7 +98,7 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Ports named in any cluster configuration here: a stopped component's port counts as taken.
 ports_of_clusters() {
-  cat "$CLUSTER_DIR"/*.kwokctl.yaml "$CLUSTER_DIR"/clusters/*/kwok.yaml 2>/dev/null |
+  { cat "$CLUSTER_DIR"/*.kwokctl.yaml "$CLUSTER_DIR"/clusters/*/kwok.yaml 2>/dev/null || true; } |
     sed -n 's/^ *[A-Za-z]*[Pp]ort: *\([0-9][0-9]*\) *$/\1/p' | sort -u
 }
 
@@ -225,15 +228,20 @@ create() {  # create NAME CONFIG STAMP
 }
 
 cmd_up() {
-  local name=$1 stamp wd reason=""
+  local name=$1 stamp wd users reason=""
   check_tools
   lock 9 "$name"
   stamp=$(current_stamp)
   wd=$(workdir_of "$name")
   if [[ -d "$wd" ]]; then
     if [[ $(cat "$(stamp_of "$name")" 2>/dev/null) != "$stamp" ]]; then
-      log "cluster $name was built from another configuration or other binaries; recreating"
-      destroy "$name"
+      users=$(live_users "$name" | tr '\n' ' ')
+      if [[ -n $users ]] && healthy "$name"; then
+        log "cluster $name is outdated but test session(s) ${users% } use it; reusing it as it is"
+      else
+        log "cluster $name was built from another configuration or other binaries; recreating"
+        destroy "$name"
+      fi
     elif ! healthy "$name"; then
       log "cluster $name is not healthy ($reason); recreating"
       destroy "$name"
@@ -251,9 +259,24 @@ cmd_up() {
   echo "export KUBECONFIG=$(kubeconfig_of "$name")"
 }
 
+# Test sessions (tests/integration/conftest.py) register their pid under users/NAME while they use a
+# cluster; prints those still alive.
+live_users() {  # live_users NAME
+  local f pid
+  for f in "$CLUSTER_DIR/users/$1"/*; do
+    [[ -e "$f" ]] || continue
+    pid=${f##*/}
+    if [[ $pid =~ ^[0-9]+$ && -d /proc/$pid ]]; then echo "$pid"; fi
+  done
+}
+
 cmd_down() {
-  local name=$1
+  local name=$1 force=${2:-} users
   lock 9 "$name"
+  users=$(live_users "$name" | tr '\n' ' ')
+  if [[ -n $users && $force != --force ]]; then
+    die "cluster $name is in use by test session(s) with pid ${users% }; add --force to delete it anyway"
+  fi
   if [[ -d "$(workdir_of "$name")" ]]; then
     check_tools
     destroy "$name"
@@ -271,8 +294,11 @@ cmd_kubeconfig() {
   echo "$kc"
 }
 
-cmd_check() {
+cmd_check() {  # succeeds exactly when `up` would reuse the cluster as it is
   local reason=""
+  [[ -d "$(workdir_of "$1")" ]] || { log "no cluster $1"; return 1; }
+  [[ $(cat "$(stamp_of "$1")" 2>/dev/null) == "$(current_stamp)" ]] ||
+    { log "cluster $1 is outdated (other configuration or binaries)"; return 1; }
   healthy "$1" || { log "cluster $1 is not healthy: $reason"; return 1; }
 }
 
@@ -289,7 +315,11 @@ cmd_status() {
       if component_pid "$name" "$c" >/dev/null; then states+=" $c=up"; else states+=" $c=DOWN"; fi
     done
     if healthy "$name"; then
-      printf '%-20s healthy    %s\n' "$name" "${server:-?}"
+      if [[ $(cat "$(stamp_of "$name")" 2>/dev/null) == "$(current_stamp)" ]]; then
+        printf '%-20s healthy    %s\n' "$name" "${server:-?}"
+      else
+        printf '%-20s outdated   %s (the next `up` recreates it)\n' "$name" "${server:-?}"
+      fi
     else
       printf '%-20s UNHEALTHY  %s (%s)\n' "$name" "${server:-?}" "$reason"
     fi
@@ -356,13 +386,13 @@ main() {
   esac
   case $cmd in
     up) cmd_up "$name" ;;
-    down) cmd_down "$name" ;;
+    down) cmd_down "$name" "${1:-}" ;;
     kubeconfig) cmd_kubeconfig "$name" ;;
     check) cmd_check "$name" ;;
     status) cmd_status ;;
-    apiserver-stop) cmd_apiserver_stop "$name" "${1:-}" ;;
-    apiserver-start) cmd_apiserver_start "$name" ;;
-    apiserver-restart) cmd_apiserver_stop "$name" "${1:-}"; cmd_apiserver_start "$name" ;;
+    apiserver-stop) lock 9 "$name"; cmd_apiserver_stop "$name" "${1:-}" ;;
+    apiserver-start) lock 9 "$name"; cmd_apiserver_start "$name" ;;
+    apiserver-restart) lock 9 "$name"; cmd_apiserver_stop "$name" "${1:-}"; cmd_apiserver_start "$name" ;;
     help|-h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' ;;
     *) die "unknown command: $cmd (try: tools/cluster.sh help)" ;;
   esac
