@@ -23,9 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kube-changejob", description=__doc__)
     parser.add_argument("--version", action="version", version=f"kube-changejob {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the operator",
-                         description="Run the operator. Every flag can also be set as CHANGEJOB_<FLAG> "
-                                     "(POLL_INTERVAL for --poll-interval).")
+    run = sub.add_parser(
+        "run",
+        help="run the operator",
+        description="Run the operator. Every flag can also be set as CHANGEJOB_<FLAG> "
+        "(POLL_INTERVAL for --poll-interval).",
+    )
     for name, field in settings.Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         help_text = field.description or ""
@@ -49,8 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logs.setup(level=config.log_level, fmt=config.log_format)
     tracing.setup(service_name="kube-changejob")
-    mgr = manager.Manager(config, webhook=lambda m: serve.start(settings=config, api_client=m.api_client,
-                                                                 discovery_=m.discovery))
+    mgr = manager.Manager(
+        config, webhook=lambda m: serve.start(settings=config, api_client=m.api_client, discovery_=m.discovery)
+    )
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         del frame

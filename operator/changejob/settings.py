@@ -33,12 +33,14 @@ class Settings(BaseSettings):
 
     kubeconfig: str | None = Field(None, description="kubeconfig file; in-cluster config when unset")
     context: str | None = Field(None, description="kubeconfig context")
-    namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list,
-                                  description="namespaces whose CTJs are handled; empty: all")
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="namespaces whose CTJs are handled; empty: all"
+    )
     poll_interval: timedelta = Field(
-        timedelta(seconds=60), validation_alias=AliasChoices("poll_interval", "POLL_INTERVAL",
-                                                             "CHANGEJOB_POLL_INTERVAL"),
-        description="period of the in-memory safety-net resync (detection itself is watch-driven)")
+        timedelta(seconds=60),
+        validation_alias=AliasChoices("poll_interval", "POLL_INTERVAL", "CHANGEJOB_POLL_INTERVAL"),
+        description="period of the in-memory safety-net resync (detection itself is watch-driven)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     metrics_bind_address: str = Field(":8080", description='"0" disables')
@@ -62,8 +64,15 @@ class Settings(BaseSettings):
     webhook_mutating_config: str = "kube-changejob-mutating-webhook"
     webhook_extra_sans: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("poll_interval", "leader_elect_lease_duration", "leader_elect_renew_deadline",
-                     "leader_elect_retry_period", "watch_timeout", "watch_stall_timeout", mode="before")
+    @field_validator(
+        "poll_interval",
+        "leader_elect_lease_duration",
+        "leader_elect_renew_deadline",
+        "leader_elect_retry_period",
+        "watch_timeout",
+        "watch_stall_timeout",
+        mode="before",
+    )
     @classmethod
     def _duration(cls, value: object) -> object:
         if isinstance(value, str):
@@ -85,8 +94,7 @@ class Settings(BaseSettings):
         if not lease > renew:
             raise ValueError("--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline")
         if not renew > retry * 1.2:
-            raise ValueError("--leader-elect-renew-deadline must be greater than 1.2 x "
-                             "--leader-elect-retry-period")
+            raise ValueError("--leader-elect-renew-deadline must be greater than 1.2 x --leader-elect-retry-period")
         if self.poll_interval <= timedelta(0):
             raise ValueError("--poll-interval must be positive")
         return self

@@ -57,8 +57,16 @@ class Kube:
         return sorted(items, key=lambda j: int(j["metadata"]["annotations"]["changejob.dev/trigger"]))
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        out = self.run("get", "events", "-n", self.ns, "--field-selector",
-                       f"involvedObject.name={name},involvedObject.kind=ChangeTriggeredJob", "-o", "json").stdout
+        out = self.run(
+            "get",
+            "events",
+            "-n",
+            self.ns,
+            "--field-selector",
+            f"involvedObject.name={name},involvedObject.kind=ChangeTriggeredJob",
+            "-o",
+            "json",
+        ).stdout
         items: list[dict[str, Any]] = json.loads(out)["items"]
         return items
 
@@ -76,15 +84,29 @@ def condition(ctj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
     return None
 
 
-def ctj_body(name: str, resources: Sequence[Mapping[str, Any]], *, cooldown: str | None = None,
-             condition_: str | None = None, history: int | None = None,
-             pod_labels: Mapping[str, str] | None = None, command: str = "echo changed") -> dict[str, Any]:
+def ctj_body(
+    name: str,
+    resources: Sequence[Mapping[str, Any]],
+    *,
+    cooldown: str | None = None,
+    condition_: str | None = None,
+    history: int | None = None,
+    pod_labels: Mapping[str, str] | None = None,
+    command: str = "echo changed",
+) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "jobTemplate": {"spec": {"backoffLimit": 0, "template": {
-            "metadata": {"labels": dict(pod_labels or {})},
-            "spec": {"containers": [{"name": "hello", "image": "busybox:latest",
-                                     "command": ["sh", "-c", command]}],
-                     "restartPolicy": "Never"}}}},
+        "jobTemplate": {
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "metadata": {"labels": dict(pod_labels or {})},
+                    "spec": {
+                        "containers": [{"name": "hello", "image": "busybox:latest", "command": ["sh", "-c", command]}],
+                        "restartPolicy": "Never",
+                    },
+                },
+            }
+        },
         "resources": [dict(r) for r in resources],
     }
     if cooldown is not None:
@@ -93,8 +115,12 @@ def ctj_body(name: str, resources: Sequence[Mapping[str, Any]], *, cooldown: str
         spec["condition"] = condition_
     if history is not None:
         spec["history"] = history
-    return {"apiVersion": "triggers.changejob.dev/v1alpha", "kind": "ChangeTriggeredJob",
-            "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": "triggers.changejob.dev/v1alpha",
+        "kind": "ChangeTriggeredJob",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def baseline_recorded(kube: Kube, name: str) -> Callable[[], bool]:
@@ -102,4 +128,5 @@ def baseline_recorded(kube: Kube, name: str) -> Callable[[], bool]:
         status = kube.ctj(name).get("status") or {}
         entries = status.get("resourceHashes") or []
         return bool(entries) and all(e.get("lastTriggeredHash") for e in entries)
+
     return check

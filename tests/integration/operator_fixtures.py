@@ -19,8 +19,9 @@ CRD = REPO / "crds" / "triggers.changejob.dev_changetriggeredjobs.yaml"
 def crd(cluster: Any) -> None:
     """The CRD from crds/, applied and established."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    "crd/changetriggeredjobs.triggers.changejob.dev")
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/changetriggeredjobs.triggers.changejob.dev"
+    )
 
 
 @pytest.fixture
@@ -36,10 +37,16 @@ def operator_factory(cluster: Any, namespace: str, crd: None, tmp_path: Path) ->
     """Start operator processes for this test's namespace; all are stopped afterwards."""
     started: list[OperatorProcess] = []
 
-    def start(*, extra: tuple[str, ...] = (), name: str = "operator", wait_ready: bool = True,
-              env: dict[str, str] | None = None) -> OperatorProcess:
-        proc = OperatorProcess(kubeconfig=str(cluster.kubeconfig), namespace=namespace, workdir=tmp_path,
-                               extra=extra, name=name, env=env)
+    def start(
+        *,
+        extra: tuple[str, ...] = (),
+        name: str = "operator",
+        wait_ready: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> OperatorProcess:
+        proc = OperatorProcess(
+            kubeconfig=str(cluster.kubeconfig), namespace=namespace, workdir=tmp_path, extra=extra, name=name, env=env
+        )
         started.append(proc)
         return proc.start(wait_ready=wait_ready)
 

@@ -23,8 +23,16 @@ def free_port() -> int:
 class OperatorProcess:
     """One operator process; ``logs`` collects its output in a file for assertions and debugging."""
 
-    def __init__(self, *, kubeconfig: str, namespace: str, workdir: Path, extra: Sequence[str] = (),
-                 env: dict[str, str] | None = None, name: str = "operator") -> None:
+    def __init__(
+        self,
+        *,
+        kubeconfig: str,
+        namespace: str,
+        workdir: Path,
+        extra: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        name: str = "operator",
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.workdir = workdir
@@ -38,14 +46,18 @@ class OperatorProcess:
 
     def args(self) -> list[str]:
         return [
-            sys.executable, "-m", "changejob.cli", "run",
+            sys.executable,
+            "-m",
+            "changejob.cli",
+            "run",
             f"--kubeconfig={self.kubeconfig}",
             f"--namespaces={self.namespace}",
             f"--leader-election-namespace={self.namespace}",
             f"--metrics-bind-address=127.0.0.1:{self.metrics_port}",
             f"--health-probe-bind-address=127.0.0.1:{self.probe_port}",
             f"--identity={self.name}",
-            "--log-format=json", "--log-level=debug",
+            "--log-format=json",
+            "--log-level=debug",
             *self.extra,
         ]
 

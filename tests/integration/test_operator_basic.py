@@ -74,20 +74,23 @@ def test_first_trigger_from_the_guide(kube: Kube, operator: object) -> None:
 
 def test_cooldown_defers_and_coalesces(kube: Kube, operator: object) -> None:
     kube.run("create", "configmap", "cfg", "-n", kube.ns, "--from-literal=k=0")
-    kube.apply(ctj_body("cool", [{"apiVersion": "v1", "kind": "ConfigMap", "name": "cfg",
-                                  "namespace": kube.ns}], cooldown="6s"))
+    kube.apply(
+        ctj_body(
+            "cool", [{"apiVersion": "v1", "kind": "ConfigMap", "name": "cfg", "namespace": kube.ns}], cooldown="6s"
+        )
+    )
     wait_until(baseline_recorded(kube, "cool"))
     kube.patch("configmap", "cfg", {"data": {"k": "1"}})
     wait_until(lambda: len(kube.jobs("cool")) == 1, what="first job")
     for value in ("2", "3", "4"):
         kube.patch("configmap", "cfg", {"data": {"k": value}})
-    deferred = wait_until(lambda: (kube.ctj("cool")["status"].get("nextTriggerTime") and kube.ctj("cool")),
-                          what="nextTriggerTime")
+    deferred = wait_until(
+        lambda: kube.ctj("cool")["status"].get("nextTriggerTime") and kube.ctj("cool"), what="nextTriggerTime"
+    )
     progressing = condition(deferred, "Progressing")
     assert progressing is not None and progressing["reason"] == "CooldownDeferred"
     assert len(kube.jobs("cool")) == 1  # not yet: inside the cooldown
-    jobs = wait_until(lambda: len(kube.jobs("cool")) == 2 and kube.jobs("cool"), timeout=20,
-                      what="the deferred job")
+    jobs = wait_until(lambda: len(kube.jobs("cool")) == 2 and kube.jobs("cool"), timeout=20, what="the deferred job")
     assert jobs[1]["metadata"]["annotations"]["changejob.dev/trigger"] == "2"
     wait_until(lambda: "nextTriggerTime" not in kube.ctj("cool")["status"], what="deferral cleared")
     # Three changes inside the cooldown made exactly one more Job.
@@ -96,8 +99,13 @@ def test_cooldown_defers_and_coalesces(kube: Kube, operator: object) -> None:
 
 def test_status_only_and_unselected_changes_do_not_trigger(kube: Kube, operator: object) -> None:
     kube.run("create", "configmap", "watched", "-n", kube.ns, "--from-literal=a=1")
-    kube.apply(ctj_body("data-only", [{"apiVersion": "v1", "kind": "ConfigMap", "name": "watched",
-                                       "namespace": kube.ns, "fields": ["data"]}], cooldown="0s"))
+    kube.apply(
+        ctj_body(
+            "data-only",
+            [{"apiVersion": "v1", "kind": "ConfigMap", "name": "watched", "namespace": kube.ns, "fields": ["data"]}],
+            cooldown="0s",
+        )
+    )
     wait_until(baseline_recorded(kube, "data-only"))
     kube.run("annotate", "configmap", "watched", "-n", kube.ns, "note=x")
     kube.run("label", "configmap", "watched", "-n", kube.ns, "tier=y")

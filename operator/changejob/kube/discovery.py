@@ -87,7 +87,10 @@ class Discovery:
             if "/" in name:  # subresources such as deployments/status
                 continue
             kinds[entry["kind"]] = ResourceType(
-                group=group, version=version, kind=entry["kind"], plural=name,
+                group=group,
+                version=version,
+                kind=entry["kind"],
+                plural=name,
                 namespaced=bool(entry.get("namespaced")),
             )
         with self._lock:

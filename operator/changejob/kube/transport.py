@@ -104,8 +104,7 @@ class Transport:
     def url(self, path: str, query: Mapping[str, Any] | None = None) -> str:
         if not query:
             return self._host + path
-        clean = {k: ("true" if v is True else "false" if v is False else v) for k, v in query.items()
-                 if v is not None}
+        clean = {k: ("true" if v is True else "false" if v is False else v) for k, v in query.items() if v is not None}
         return f"{self._host}{path}?{urlencode(clean)}"
 
     def request(
@@ -124,12 +123,15 @@ class Transport:
         """One request; returns the parsed JSON body (None for an empty one) or raises ApiError."""
         payload = None if body is None else orjson.dumps(body)
         headers = self._headers(content_type or (JSON if payload is not None else None))
-        with tracing.api_call(method=method, resource=span_resource or path, namespace=namespace,
-                              name=name):
+        with tracing.api_call(method=method, resource=span_resource or path, namespace=namespace, name=name):
             try:
                 response = self._pool.request(
-                    method, self.url(path, query), body=payload, headers=headers,
-                    timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]), retries=False,
+                    method,
+                    self.url(path, query),
+                    body=payload,
+                    headers=headers,
+                    timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+                    retries=False,
                 )
             except urllib3.exceptions.HTTPError as exc:
                 metrics.api_errors_total.labels(code="0").inc()
@@ -139,9 +141,7 @@ class Transport:
                 raise error_from(response.status, data)
             return orjson.loads(data) if data else None
 
-    def stream(
-        self, path: str, *, query: Mapping[str, Any], read_timeout: float
-    ) -> Iterator[Mapping[str, Any]]:
+    def stream(self, path: str, *, query: Mapping[str, Any], read_timeout: float) -> Iterator[Mapping[str, Any]]:
         """A watch stream: yields each JSON line as a dict until the server ends it.
 
         A read that waits longer than ``read_timeout`` raises ApiError(0, "Timeout"): the caller treats
@@ -149,8 +149,12 @@ class Transport:
         """
         try:
             response = self._pool.request(
-                "GET", self.url(path, query), headers=self._headers(None), preload_content=False,
-                timeout=urllib3.Timeout(connect=DEFAULT_TIMEOUT[0], read=read_timeout), retries=False,
+                "GET",
+                self.url(path, query),
+                headers=self._headers(None),
+                preload_content=False,
+                timeout=urllib3.Timeout(connect=DEFAULT_TIMEOUT[0], read=read_timeout),
+                retries=False,
             )
         except urllib3.exceptions.HTTPError as exc:
             metrics.api_errors_total.labels(code="0").inc()
@@ -163,7 +167,7 @@ class Transport:
                 for chunk in response.stream(amt=None, decode_content=True):
                     buffer += chunk
                     while (end := buffer.find(b"\n")) >= 0:
-                        line, buffer = buffer[:end], buffer[end + 1:]
+                        line, buffer = buffer[:end], buffer[end + 1 :]
                         if line.strip():
                             yield orjson.loads(line)
             except urllib3.exceptions.ReadTimeoutError as exc:

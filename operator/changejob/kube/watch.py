@@ -112,9 +112,11 @@ class ListWatch:
         cont: str | None = None
         while True:
             page = self._t.request(
-                "GET", self.path, query={"limit": self._page_size, "continue": cont,
-                                         "labelSelector": self._selector},
-                span_resource="list", timeout=(5.0, 60.0),
+                "GET",
+                self.path,
+                query={"limit": self._page_size, "continue": cont, "labelSelector": self._selector},
+                span_resource="list",
+                timeout=(5.0, 60.0),
             )
             for item in page.get("items") or ():
                 self._sink.synced_object(item)
@@ -131,8 +133,13 @@ class ListWatch:
     def _watch(self) -> None:
         self.watches += 1
         timeout = int(self._watch_timeout * random.uniform(0.9, 1.1))
-        query = {"watch": "true", "allowWatchBookmarks": "true", "resourceVersion": self.resource_version,
-                 "timeoutSeconds": timeout, "labelSelector": self._selector}
+        query = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": self.resource_version,
+            "timeoutSeconds": timeout,
+            "labelSelector": self._selector,
+        }
         read_timeout = min(self._stall_timeout, timeout + 30.0)
         for line in self._t.stream(self.path, query=query, read_timeout=read_timeout):
             if self._stop.is_set():
@@ -140,8 +147,9 @@ class ListWatch:
             kind = line.get("type")
             obj = line.get("object") or {}
             if kind == "ERROR":
-                raise transport.ApiError(int(obj.get("code") or 500), str(obj.get("reason") or "Error"),
-                                         str(obj.get("message") or ""), obj)
+                raise transport.ApiError(
+                    int(obj.get("code") or 500), str(obj.get("reason") or "Error"), str(obj.get("message") or ""), obj
+                )
             rv = (obj.get("metadata") or {}).get("resourceVersion")
             if rv:
                 self.resource_version = rv

@@ -42,7 +42,7 @@ def job_path(namespace: str, name: str | None = None) -> str:
 
 
 def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, transport.ApiError) and (exc.status == 0 or exc.status == 429 or exc.status >= 500)
+    return isinstance(exc, transport.ApiError) and (exc.status in {0, 429} or exc.status >= 500)
 
 
 # Retries for API errors that are worth retrying at once (network, 429, 5xx); conflicts are handled
@@ -58,8 +58,7 @@ retry_transient = tenacity.retry(
 class Writer:
     """The operator's single-object API calls."""
 
-    def __init__(self, t: transport.Transport, *, component: str = "kube-changejob",
-                 instance: str = "") -> None:
+    def __init__(self, t: transport.Transport, *, component: str = "kube-changejob", instance: str = "") -> None:
         self._t = t
         self._component = component
         self._instance = instance
@@ -79,16 +78,22 @@ class Writer:
     @retry_transient
     def create_job(self, job: Mapping[str, Any]) -> dict[str, Any]:
         ns = job["metadata"]["namespace"]
-        out: dict[str, Any] = self._t.request("POST", job_path(ns), body=job, span_resource="jobs",
-                                              namespace=ns, name=job["metadata"]["name"])
+        out: dict[str, Any] = self._t.request(
+            "POST", job_path(ns), body=job, span_resource="jobs", namespace=ns, name=job["metadata"]["name"]
+        )
         return out
 
     @retry_transient
     def delete_job(self, *, namespace: str, name: str) -> None:
         try:
-            self._t.request("DELETE", job_path(namespace, name), body={
-                "kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
-                span_resource="jobs", namespace=namespace, name=name)
+            self._t.request(
+                "DELETE",
+                job_path(namespace, name),
+                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+                span_resource="jobs",
+                namespace=namespace,
+                name=name,
+            )
         except transport.ApiError as exc:
             if not exc.not_found:
                 raise
@@ -98,8 +103,13 @@ class Writer:
         """PUT the status subresource; the object's resourceVersion makes it a compare-and-swap."""
         meta = ctj["metadata"]
         out: dict[str, Any] = self._t.request(
-            "PUT", ctj_path(meta["namespace"], meta["name"]) + "/status", body=ctj,
-            span_resource="changetriggeredjobs/status", namespace=meta["namespace"], name=meta["name"])
+            "PUT",
+            ctj_path(meta["namespace"], meta["name"]) + "/status",
+            body=ctj,
+            span_resource="changetriggeredjobs/status",
+            namespace=meta["namespace"],
+            name=meta["name"],
+        )
         return out
 
     def event(self, ctj: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
@@ -111,24 +121,41 @@ class Writer:
             seq = self._event_seq
         stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         body = {
-            "apiVersion": "v1", "kind": "Event",
+            "apiVersion": "v1",
+            "kind": "Event",
             "metadata": {"name": f"{meta['name']}.{time.time_ns():x}{seq:x}", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": CTJ_API_VERSION, "kind": "ChangeTriggeredJob",
-                               "name": meta["name"], "namespace": meta["namespace"],
-                               "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")},
-            "type": type_, "reason": reason, "message": message[:1024],
+            "involvedObject": {
+                "apiVersion": CTJ_API_VERSION,
+                "kind": "ChangeTriggeredJob",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
             "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "eventTime": stamp,
-            "count": 1, "action": reason, "reportingComponent": self._component,
+            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "eventTime": stamp,
+            "count": 1,
+            "action": reason,
+            "reportingComponent": self._component,
             "reportingInstance": self._instance or self._component,
             "source": {"component": self._component},
         }
         try:
-            self._t.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body,
-                            span_resource="events", namespace=meta["namespace"])
+            self._t.request(
+                "POST",
+                f"/api/v1/namespaces/{meta['namespace']}/events",
+                body=body,
+                span_resource="events",
+                namespace=meta["namespace"],
+            )
         except transport.ApiError as exc:
-            log.warning("could not record event %s: %s", reason, exc,
-                        extra={"ctj": f"{meta['namespace']}/{meta['name']}"})
+            log.warning(
+                "could not record event %s: %s", reason, exc, extra={"ctj": f"{meta['namespace']}/{meta['name']}"}
+            )
 
     def hash_key(self, *, namespace: str) -> bytes:
         """The per-installation key for Secret hashes; created (race-safely) when missing."""
@@ -137,13 +164,25 @@ class Writer:
             found = self.get(path)
             if found is not None:
                 return base64.b64decode(found["data"]["key"])
-            body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                    "metadata": {"name": HASH_KEY_SECRET, "namespace": namespace,
-                                 "labels": {"app.kubernetes.io/name": "kube-changejob"}},
-                    "data": {"key": base64.b64encode(secrets.token_bytes(32)).decode()}}
+            body = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {
+                    "name": HASH_KEY_SECRET,
+                    "namespace": namespace,
+                    "labels": {"app.kubernetes.io/name": "kube-changejob"},
+                },
+                "data": {"key": base64.b64encode(secrets.token_bytes(32)).decode()},
+            }
             try:
-                self._t.request("POST", f"/api/v1/namespaces/{namespace}/secrets", body=body,
-                                span_resource="secrets", namespace=namespace)
+                self._t.request(
+                    "POST",
+                    f"/api/v1/namespaces/{namespace}/secrets",
+                    body=body,
+                    span_resource="secrets",
+                    namespace=namespace,
+                )
             except transport.ApiError as exc:
                 if not exc.already_exists:
                     raise

@@ -34,12 +34,18 @@ class Service(Protocol):
 
 
 class Manager:
-    def __init__(self, settings: settings_mod.Settings, *, api_client: k8s_client.ApiClient | None = None,
-                 webhook: Callable[[Manager], Service] | None = None) -> None:
+    def __init__(
+        self,
+        settings: settings_mod.Settings,
+        *,
+        api_client: k8s_client.ApiClient | None = None,
+        webhook: Callable[[Manager], Service] | None = None,
+    ) -> None:
         self.settings = settings
         self.stop_event = threading.Event()
-        self.api_client = api_client or transport.load_api_client(kubeconfig=settings.kubeconfig,
-                                                                  context=settings.context)
+        self.api_client = api_client or transport.load_api_client(
+            kubeconfig=settings.kubeconfig, context=settings.context
+        )
         self.transport = transport.Transport(self.api_client)
         self.writer = writes.Writer(self.transport, instance=settings.identity)
         self.discovery = discovery.Discovery(self.api_client)
@@ -48,8 +54,9 @@ class Manager:
         if settings.leader_elect:
             from changejob.runtime import membership  # Lease traffic only when asked for
 
-            self.ownership = membership.LeaseMembership(transport_=self.transport, settings=settings,
-                                                        stop=self.stop_event)
+            self.ownership = membership.LeaseMembership(
+                transport_=self.transport, settings=settings, stop=self.stop_event
+            )
         else:
             self.ownership = ownership.SoleOwner(shard_count=settings.shards)
         self.ctjs = stores.CtjStore(notify=self._enqueue, accept=self._accepts)
@@ -77,7 +84,7 @@ class Manager:
         metrics.owned_shards.set(len(self.ownership.owned()))
         metrics.leader.set(1 if self.ownership.owned() else 0)
         if lost:
-            for key in self.ctjs.keys():
+            for key in self.ctjs.all_keys():
                 if not self.ownership.owns(key):
                     self.ctjs.drop(key)
                     if self.reconciler is not None:
@@ -86,14 +93,20 @@ class Manager:
             # Newly owned CTJs were filtered out of the store so far: read them now.
             for w in self._ctj_watches:
                 self._relist_ctjs(w.path)
-        log.info("shards changed: +%s -%s (own %d of %d)", sorted(gained), sorted(lost),
-                 len(self.ownership.owned()), self.ownership.shards)
+        log.info(
+            "shards changed: +%s -%s (own %d of %d)",
+            sorted(gained),
+            sorted(lost),
+            len(self.ownership.owned()),
+            self.ownership.shards,
+        )
 
     def _relist_ctjs(self, path: str) -> None:
         cont = None
         while True:
-            page = self.transport.request("GET", path, query={"limit": 500, "continue": cont},
-                                          span_resource="changetriggeredjobs")
+            page = self.transport.request(
+                "GET", path, query={"limit": 500, "continue": cont}, span_resource="changetriggeredjobs"
+            )
             for item in page.get("items") or ():
                 if self._accepts(stores.CtjStore.key_of(item)):
                     self.ctjs.event("ADDED", item)
@@ -106,33 +119,59 @@ class Manager:
         s = self.settings
         key = self.writer.hash_key(namespace=s.leader_election_namespace)
         self.registry = registry.Registry(
-            transport_=self.transport, notify=self._enqueue, hash_key=key,
-            watch_timeout=s.watch_timeout.total_seconds(), stall_timeout=s.watch_stall_timeout.total_seconds())
+            transport_=self.transport,
+            notify=self._enqueue,
+            hash_key=key,
+            watch_timeout=s.watch_timeout.total_seconds(),
+            stall_timeout=s.watch_stall_timeout.total_seconds(),
+        )
         self.reconciler = reconciler.Reconciler(
-            ctjs=self.ctjs, job_index=self.job_index, registry_=self.registry, discovery_=self.discovery,
-            writer=self.writer, work=self.queue, may_act=self.ownership.may_act)
+            ctjs=self.ctjs,
+            job_index=self.job_index,
+            registry_=self.registry,
+            discovery_=self.discovery,
+            writer=self.writer,
+            work=self.queue,
+            may_act=self.ownership.may_act,
+        )
         self._start_servers()
         self.ownership.start(self._shards_changed)
-        paths = ([writes.ctj_path(ns) for ns in s.namespaces] if s.namespaces else [writes.ctj_path()])
+        paths = [writes.ctj_path(ns) for ns in s.namespaces] if s.namespaces else [writes.ctj_path()]
         for path in paths:
-            lw = watch.ListWatch(transport_=self.transport, path=path, sink=self.ctjs, stop=self.stop_event,
-                                 watch_timeout=s.watch_timeout.total_seconds(),
-                                 stall_timeout=s.watch_stall_timeout.total_seconds(), name="ctjs")
+            lw = watch.ListWatch(
+                transport_=self.transport,
+                path=path,
+                sink=self.ctjs,
+                stop=self.stop_event,
+                watch_timeout=s.watch_timeout.total_seconds(),
+                stall_timeout=s.watch_stall_timeout.total_seconds(),
+                name="ctjs",
+            )
             self._ctj_watches.append(lw)
             self._spawn(lw.run, f"watch-ctjs-{path}")
-        job_paths = ([writes.job_path(ns) for ns in s.namespaces] if s.namespaces else ["/apis/batch/v1/jobs"])
+        job_paths = [writes.job_path(ns) for ns in s.namespaces] if s.namespaces else ["/apis/batch/v1/jobs"]
         for path in job_paths:
-            jw = watch.ListWatch(transport_=self.transport, path=path, sink=self.job_index,
-                                 stop=self.stop_event, label_selector=jobs.OWNER_LABEL,
-                                 watch_timeout=s.watch_timeout.total_seconds(),
-                                 stall_timeout=s.watch_stall_timeout.total_seconds(), name="jobs")
+            jw = watch.ListWatch(
+                transport_=self.transport,
+                path=path,
+                sink=self.job_index,
+                stop=self.stop_event,
+                label_selector=jobs.OWNER_LABEL,
+                watch_timeout=s.watch_timeout.total_seconds(),
+                stall_timeout=s.watch_stall_timeout.total_seconds(),
+                name="jobs",
+            )
             self._job_watch = jw
             self._spawn(jw.run, f"watch-jobs-{path}")
         for i in range(s.workers):
             self._spawn(self._worker, f"worker-{i}")
         self._spawn(self._resync, "resync")
-        log.info("kube-changejob started (identity %s, %d shards, leader election %s)",
-                 s.identity, s.shards, "on" if s.leader_elect else "off")
+        log.info(
+            "kube-changejob started (identity %s, %d shards, leader election %s)",
+            s.identity,
+            s.shards,
+            "on" if s.leader_elect else "off",
+        )
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -160,8 +199,13 @@ class Manager:
                 server.add_readiness("webhook", self._webhook.ready)
 
     def ready(self) -> bool:
-        return (all(w.synced.is_set() for w in self._ctj_watches) and self.job_index.synced.is_set()
-                and self.registry is not None and self.registry.synced() and self.ownership.joined())
+        return (
+            all(w.synced.is_set() for w in self._ctj_watches)
+            and self.job_index.synced.is_set()
+            and self.registry is not None
+            and self.registry.synced()
+            and self.ownership.joined()
+        )
 
     @property
     def probe_ports(self) -> list[int]:
@@ -183,13 +227,13 @@ class Manager:
             finally:
                 self.queue.done(key)
                 metrics.workqueue_depth.set(len(self.queue))
-                metrics.ctjs.set(len(self.ctjs.keys()))
+                metrics.ctjs.set(len(self.ctjs.all_keys()))
 
     def _resync(self) -> None:
         """Safety net: every poll interval, re-check every owned CTJ from memory (no API calls)."""
         period = self.settings.poll_interval.total_seconds()
         while not self.stop_event.wait(period):
-            for key in self.ctjs.keys():
+            for key in self.ctjs.all_keys():
                 self.queue.add(key)
 
     def run(self) -> None:

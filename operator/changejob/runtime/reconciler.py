@@ -39,8 +39,13 @@ class Resolved:
 
 def identity(entry: Mapping[str, Any]) -> tuple[str, str, str, str, tuple[str, ...]]:
     fields = tuple(f["field"] if isinstance(f, Mapping) else str(f) for f in entry.get("fields") or ())
-    return (entry.get("apiVersion", ""), entry.get("kind", ""), entry.get("namespace") or "",
-            entry.get("name", ""), fields)
+    return (
+        entry.get("apiVersion", ""),
+        entry.get("kind", ""),
+        entry.get("namespace") or "",
+        entry.get("name", ""),
+        fields,
+    )
 
 
 def ref_identity(ref: api.ResourceRef) -> tuple[str, str, str, str, tuple[str, ...]]:
@@ -162,18 +167,21 @@ class Reconciler:
             ("Progressing", False, "InvalidSpec", "nothing to do until the spec is fixed"),
             ("Degraded", True, "InvalidSpec", message),
         ):
-            conds = conditions.set_condition(conds, type=type_, status=flag, reason=reason, message=msg,
-                                             now=now, observed_generation=gen)
+            conds = conditions.set_condition(
+                conds, type=type_, status=flag, reason=reason, message=msg, now=now, observed_generation=gen
+            )
         status["conditions"] = conds
         status["observedGeneration"] = gen
         status.pop("nextTriggerTime", None)
         if self._write_status(ctj, status) and not (
-                was and was.get("reason") == "InvalidSpec" and was.get("message") == message):
+            was and was.get("reason") == "InvalidSpec" and was.get("message") == message
+        ):
             self._writer.event(ctj, type_="Warning", reason="InvalidSpec", message=message)
             log.warning("invalid spec: %s", message, extra={"ctj": _name(ctj)})
 
-    def _evaluate(self, key: CtjKey, ctj: Mapping[str, Any], spec: api.Spec,
-                  observed: Sequence[registry.Observed]) -> None:
+    def _evaluate(
+        self, key: CtjKey, ctj: Mapping[str, Any], spec: api.Spec, observed: Sequence[registry.Observed]
+    ) -> None:
         old = ctj.get("status") or {}
         now = self._clock()
         previous = {identity(e): e for e in old.get("resourceHashes") or ()}
@@ -195,8 +203,13 @@ class Reconciler:
 
         last = old.get("lastTriggeredTime")
         decision = triggers.decide(
-            condition=spec.condition, cooldown=spec.cooldown, references=references, observed=current,
-            last_triggered=conditions.parse_time(last) if last else None, now=now)
+            condition=spec.condition,
+            cooldown=spec.cooldown,
+            references=references,
+            observed=current,
+            last_triggered=conditions.parse_time(last) if last else None,
+            now=now,
+        )
 
         status: dict[str, Any] = {k: v for k, v in old.items() if k not in ("nextTriggerTime",)}
         status["resourceHashes"] = entries
@@ -214,29 +227,51 @@ class Reconciler:
         with span:
             self._act(key, ctj, spec, old, status, entries, observed, decision, events, now)
 
-    def _trigger_span(self, ctj: Mapping[str, Any], changed_obs: Sequence[registry.Observed],
-                      changed: Sequence[int]) -> Any:
+    def _trigger_span(
+        self, ctj: Mapping[str, Any], changed_obs: Sequence[registry.Observed], changed: Sequence[int]
+    ) -> Any:
         """One trace per trigger: parented on the first change's watch span, others linked."""
         meta = ctj["metadata"]
         parent, links = _trace_origin(changed_obs)
         return tracing.tracer().start_as_current_span(
-            "ctj.trigger", context=parent, links=links,
-            attributes={"k8s.namespace.name": meta["namespace"], "changejob.ctj": meta["name"],
-                        "changejob.changed_resources": list(changed),
-                        "changejob.coalesced_changes": len(links)})
+            "ctj.trigger",
+            context=parent,
+            links=links,
+            attributes={
+                "k8s.namespace.name": meta["namespace"],
+                "changejob.ctj": meta["name"],
+                "changejob.changed_resources": list(changed),
+                "changejob.coalesced_changes": len(links),
+            },
+        )
 
-    def _act(self, key: CtjKey, ctj: Mapping[str, Any], spec: api.Spec, old: Mapping[str, Any],
-             status: dict[str, Any], entries: list[dict[str, Any]], observed: Sequence[registry.Observed],
-             decision: triggers.Decision, events: list[tuple[str, str, str]], now: datetime) -> None:
+    def _act(
+        self,
+        key: CtjKey,
+        ctj: Mapping[str, Any],
+        spec: api.Spec,
+        old: Mapping[str, Any],
+        status: dict[str, Any],
+        entries: list[dict[str, Any]],
+        observed: Sequence[registry.Observed],
+        decision: triggers.Decision,
+        events: list[tuple[str, str, str]],
+        now: datetime,
+    ) -> None:
         if isinstance(decision, triggers.Trigger):
             self._trigger(ctj, spec, status, entries, observed, decision.changed, events, now)
         elif isinstance(decision, triggers.Defer):
             status["nextTriggerTime"] = conditions.rfc3339(decision.until)
             if old.get("nextTriggerTime") != status["nextTriggerTime"]:
                 metrics.triggers_total.labels(result="deferred").inc()
-                events.append(("Normal", "TriggerDeferred",
-                               f"change of {_changed_names(spec, decision.changed)} deferred by cooldown "
-                               f"{api.format_duration(spec.cooldown)} until {status['nextTriggerTime']}"))
+                events.append(
+                    (
+                        "Normal",
+                        "TriggerDeferred",
+                        f"change of {_changed_names(spec, decision.changed)} deferred by cooldown "
+                        f"{api.format_duration(spec.cooldown)} until {status['nextTriggerTime']}",
+                    )
+                )
             elif _hashes_moved(old, entries):
                 metrics.triggers_total.labels(result="coalesced").inc()
             self._queue.add_after(key, max(0.0, (decision.until - now).total_seconds()) + 0.05)
@@ -249,9 +284,17 @@ class Reconciler:
         self._prune(ctj, spec)
 
     # ------------------------------------------------------------------------------------------------
-    def _trigger(self, ctj: Mapping[str, Any], spec: api.Spec, status: dict[str, Any],
-                 entries: list[dict[str, Any]], observed: Sequence[registry.Observed],
-                 changed: Sequence[int], events: list[tuple[str, str, str]], now: datetime) -> None:
+    def _trigger(
+        self,
+        ctj: Mapping[str, Any],
+        spec: api.Spec,
+        status: dict[str, Any],
+        entries: list[dict[str, Any]],
+        observed: Sequence[registry.Observed],
+        changed: Sequence[int],
+        events: list[tuple[str, str, str]],
+        now: datetime,
+    ) -> None:
         meta = ctj["metadata"]
         sequence = int(status.get("triggerCount") or 0) + 1
         described = []
@@ -262,16 +305,16 @@ class Reconciler:
         span = trace.get_current_span()
         span.set_attribute("changejob.trigger.sequence", sequence)
         span.set_attribute("changejob.changed", described)
-        body = jobs.build_job(ctj=ctj, sequence=sequence, changed=described, hashes=hashes,
-                              traceparent=tracing.traceparent())
+        body = jobs.build_job(
+            ctj=ctj, sequence=sequence, changed=described, hashes=hashes, traceparent=tracing.traceparent()
+        )
         name = body["metadata"]["name"]
         created_at = now
         try:
             job = self._writer.create_job(body)
             metrics.jobs_created_total.inc()
             metrics.triggers_total.labels(result="created").inc()
-            earliest = min((o.changed_at for i, o in enumerate(observed) if i in changed and o.changed_at),
-                           default=0.0)
+            earliest = min((o.changed_at for i, o in enumerate(observed) if i in changed and o.changed_at), default=0.0)
             if earliest:
                 metrics.change_to_job_seconds.observe(max(0.0, time.monotonic() - earliest))
             self._jobs.record(job)
@@ -298,33 +341,45 @@ class Reconciler:
             else:
                 entry["lastTriggeredHash"] = covered_hash
                 entry["changed"] = entry["hash"] != covered_hash
-        status.update(triggerCount=sequence, lastTriggeredTime=conditions.rfc3339(created_at),
-                      lastJobName=name, lastJobStatus="Active")
+        status.update(
+            triggerCount=sequence,
+            lastTriggeredTime=conditions.rfc3339(created_at),
+            lastJobName=name,
+            lastJobStatus="Active",
+        )
         status.pop("nextTriggerTime", None)
         events.append(("Normal", "ChangeDetected", "changed: " + ", ".join(described)))
         events.append(("Normal", "JobCreated", f"created job {name} (trigger {sequence})"))
-        log.info("created job %s for trigger %d (%s)", name, sequence, ", ".join(described),
-                 extra={"ctj": _name(ctj)})
+        log.info("created job %s for trigger %d (%s)", name, sequence, ", ".join(described), extra={"ctj": _name(ctj)})
 
-    def _set_conditions(self, ctj: Mapping[str, Any], spec: api.Spec, status: dict[str, Any],
-                        observed: Sequence[registry.Observed], decision: triggers.Decision,
-                        now: datetime) -> None:
+    def _set_conditions(
+        self,
+        ctj: Mapping[str, Any],
+        spec: api.Spec,
+        status: dict[str, Any],
+        observed: Sequence[registry.Observed],
+        decision: triggers.Decision,
+        now: datetime,
+    ) -> None:
         gen = int(ctj["metadata"].get("generation") or 0)
         job_name = status.get("lastJobName")
         if job_name:
             for info in self._jobs.jobs_of(stores.CtjStore.key_of(ctj)):
                 if info.name == job_name:
                     status["lastJobStatus"] = info.phase
-        missing = [f"{spec.resources[i].describe()}: {o.message or 'not found'}"
-                   for i, o in enumerate(observed) if o.state in (registry.MISSING, registry.FORBIDDEN,
-                                                                 registry.UNKNOWN)]
+        missing = [
+            f"{spec.resources[i].describe()}: {o.message or 'not found'}"
+            for i, o in enumerate(observed)
+            if o.state in (registry.MISSING, registry.FORBIDDEN, registry.UNKNOWN)
+        ]
         forbidden = any(o.state == registry.FORBIDDEN for o in observed)
         conds = status.get("conditions") or []
 
         def put(type_: str, flag: bool, reason: str, message: str) -> None:
             nonlocal conds
-            conds = conditions.set_condition(conds, type=type_, status=flag, reason=reason,
-                                             message=message, now=now, observed_generation=gen)
+            conds = conditions.set_condition(
+                conds, type=type_, status=flag, reason=reason, message=message, now=now, observed_generation=gen
+            )
 
         if missing:
             reason = "ResourceForbidden" if forbidden else "ResourceMissing"
@@ -335,8 +390,12 @@ class Reconciler:
             put("Degraded", False, "AsExpected", "all watched resources are readable")
         put("Available", True, "Watching", f"watching {len(observed)} resource(s), condition {spec.condition}")
         if isinstance(decision, triggers.Defer):
-            put("Progressing", True, "CooldownDeferred",
-                f"trigger deferred by cooldown until {status['nextTriggerTime']}")
+            put(
+                "Progressing",
+                True,
+                "CooldownDeferred",
+                f"trigger deferred by cooldown until {status['nextTriggerTime']}",
+            )
         elif status.get("lastJobStatus") == "Active" and job_name:
             put("Progressing", True, "JobActive", f"job {job_name} is running")
         else:
@@ -360,31 +419,45 @@ class Reconciler:
         self._ctjs.put(fresh)
         return True
 
-    def _report_missing(self, ctj: Mapping[str, Any], old: Mapping[str, Any],
-                        entries: Sequence[Mapping[str, Any]]) -> None:
+    def _report_missing(
+        self, ctj: Mapping[str, Any], old: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]
+    ) -> None:
         before = {identity(e): e.get("state") for e in old.get("resourceHashes") or ()}
         for entry in entries:
             state = entry.get("state")
             if state in (registry.MISSING, registry.FORBIDDEN) and before.get(identity(entry)) != state:
-                self._writer.event(ctj, type_="Warning", reason=f"Resource{state}",
-                                   message=entry.get("message") or state)
+                self._writer.event(
+                    ctj, type_="Warning", reason=f"Resource{state}", message=entry.get("message") or state
+                )
 
     def _prune(self, ctj: Mapping[str, Any], spec: api.Spec) -> None:
         key = stores.CtjStore.key_of(ctj)
         mine = [j for j in self._jobs.jobs_of(key) if j.owner_uid == ctj["metadata"].get("uid")]
         if len(mine) <= spec.history:
             return
-        views = [{"metadata": {"name": j.name, "creationTimestamp": j.created,
-                               "annotations": {jobs.TRIGGER_ANNOTATION: str(j.sequence)}},
-                  "status": _phase_status(j.phase)} for j in mine]
+        views = [
+            {
+                "metadata": {
+                    "name": j.name,
+                    "creationTimestamp": j.created,
+                    "annotations": {jobs.TRIGGER_ANNOTATION: str(j.sequence)},
+                },
+                "status": _phase_status(j.phase),
+            }
+            for j in mine
+        ]
         doomed = jobs.prune_plan(jobs=views, history=spec.history)
         if not doomed or not self._may_act(key):
             return
         for name in doomed:
             self._writer.delete_job(namespace=key[0], name=name)
         metrics.jobs_pruned_total.inc(len(doomed))
-        self._writer.event(ctj, type_="Normal", reason="JobsPruned",
-                           message=f"deleted {len(doomed)} old job(s): {', '.join(sorted(doomed))}")
+        self._writer.event(
+            ctj,
+            type_="Normal",
+            reason="JobsPruned",
+            message=f"deleted {len(doomed)} old job(s): {', '.join(sorted(doomed))}",
+        )
 
 
 def _phase_status(phase: str) -> dict[str, Any]:
@@ -395,20 +468,23 @@ def _phase_status(phase: str) -> dict[str, Any]:
     return {}
 
 
-def _entry(ref: api.ResourceRef, seen: registry.Observed, reference: str | None,
-           field_refs: Mapping[str, str | None]) -> dict[str, Any]:
+def _entry(
+    ref: api.ResourceRef, seen: registry.Observed, reference: str | None, field_refs: Mapping[str, str | None]
+) -> dict[str, Any]:
     entry: dict[str, Any] = {"apiVersion": ref.api_version, "kind": ref.kind, "name": ref.name}
     if ref.namespace:
         entry["namespace"] = ref.namespace
     present = seen.state == registry.PRESENT
     if present:
-        entry["fields"] = [{"field": f, "hash": h, **({"lastTriggeredHash": field_refs[f]}
-                                                       if field_refs.get(f) else {})}
-                           for f, h in seen.fields]
+        entry["fields"] = [
+            {"field": f, "hash": h, **({"lastTriggeredHash": field_refs[f]} if field_refs.get(f) else {})}
+            for f, h in seen.fields
+        ]
     else:
-        entry["fields"] = [{"field": f, "hash": ABSENT, **({"lastTriggeredHash": field_refs[f]}
-                                                            if field_refs.get(f) else {})}
-                           for f in ref.fields]
+        entry["fields"] = [
+            {"field": f, "hash": ABSENT, **({"lastTriggeredHash": field_refs[f]} if field_refs.get(f) else {})}
+            for f in ref.fields
+        ]
     entry["hash"] = seen.hash if present and seen.hash else ABSENT
     if reference is not None:
         entry["lastTriggeredHash"] = reference

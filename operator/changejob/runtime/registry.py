@@ -64,12 +64,15 @@ class Stream:
         self._seen: set[str] = set()
         self.stop = threading.Event()
         self.listwatch = watch.ListWatch(
-            transport_=registry.transport, path=rtype.collection_path(namespace), sink=self,
-            stop=self.stop, watch_timeout=registry.watch_timeout, stall_timeout=registry.stall_timeout,
+            transport_=registry.transport,
+            path=rtype.collection_path(namespace),
+            sink=self,
+            stop=self.stop,
+            watch_timeout=registry.watch_timeout,
+            stall_timeout=registry.stall_timeout,
             name=f"{rtype.plural}.{rtype.group or 'core'}/{namespace or '*'}",
         )
-        self.thread = threading.Thread(target=self.listwatch.run, name=f"watch-{self.listwatch.name}",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.listwatch.run, name=f"watch-{self.listwatch.name}", daemon=True)
 
     # --- watch.Sink -------------------------------------------------------------------------------
     def begin_sync(self) -> None:
@@ -146,10 +149,13 @@ def tracing_context(stream: Stream, name: str, subs: list[Subscription]) -> Any:
     """Record the watch event that moved a hash as a span; its context parents the trigger's trace."""
     tracer = tracing.tracer()
     with tracer.start_as_current_span(
-        "watch.event", kind=trace.SpanKind.CONSUMER,
+        "watch.event",
+        kind=trace.SpanKind.CONSUMER,
         attributes={
-            "k8s.resource.kind": stream.rtype.kind, "k8s.resource.api_version": stream.rtype.api_version,
-            "k8s.namespace.name": stream.namespace or "", "k8s.object.name": name,
+            "k8s.resource.kind": stream.rtype.kind,
+            "k8s.resource.api_version": stream.rtype.api_version,
+            "k8s.namespace.name": stream.namespace or "",
+            "k8s.object.name": name,
             "changejob.ctjs": sorted({f"{s.ctj[0]}/{s.ctj[1]}" for s in subs}),
             "changejob.fields": sorted({f for s in subs for f in s.ref.fields}),
         },
@@ -162,9 +168,11 @@ def access_message(error: transport.ApiError, rtype: discovery.ResourceType, nam
     """Say which RBAC rule is missing, in terms the chart's values use."""
     where = f'in namespace "{namespace}"' if namespace else "cluster-wide"
     if error.forbidden:
-        return (f"the operator may not list/watch {rtype.plural} ({rtype.api_version}) {where}: "
-                f'grant get, list, watch on apiGroups ["{rtype.group}"] resources ["{rtype.plural}"] '
-                f"to the operator's ServiceAccount (Helm chart value watch.resources)")
+        return (
+            f"the operator may not list/watch {rtype.plural} ({rtype.api_version}) {where}: "
+            f'grant get, list, watch on apiGroups ["{rtype.group}"] resources ["{rtype.plural}"] '
+            f"to the operator's ServiceAccount (Helm chart value watch.resources)"
+        )
     return f"cannot watch {rtype.plural} {where}: {error}"
 
 
@@ -215,7 +223,8 @@ class Registry:
                 if stream.error is not None:
                     sub.observed = Observed(
                         state=FORBIDDEN if stream.error.forbidden else UNKNOWN,
-                        message=access_message(stream.error, rtype, stream.namespace))
+                        message=access_message(stream.error, rtype, stream.namespace),
+                    )
                 elif stream.synced:
                     fetch.append((stream, ref.name))
                 group.add(sub)
@@ -227,8 +236,9 @@ class Registry:
     def _fetch(self, stream: Stream, name: str) -> None:
         path = stream.rtype.object_path(namespace=stream.namespace, name=name)
         try:
-            obj = self.transport.request("GET", path, span_resource=stream.rtype.plural,
-                                         namespace=stream.namespace, name=name)
+            obj = self.transport.request(
+                "GET", path, span_resource=stream.rtype.plural, namespace=stream.namespace, name=name
+            )
         except transport.ApiError as exc:
             if not exc.not_found:
                 stream.failed(exc)

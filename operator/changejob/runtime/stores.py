@@ -24,8 +24,9 @@ def slim(obj: Mapping[str, Any]) -> dict[str, Any]:
     meta.pop("managedFields", None)
     annotations = meta.get("annotations")
     if annotations and "kubectl.kubernetes.io/last-applied-configuration" in annotations:
-        meta["annotations"] = {k: v for k, v in annotations.items()
-                               if k != "kubectl.kubernetes.io/last-applied-configuration"}
+        meta["annotations"] = {
+            k: v for k, v in annotations.items() if k != "kubectl.kubernetes.io/last-applied-configuration"
+        }
     out["metadata"] = meta
     return out
 
@@ -50,7 +51,7 @@ class CtjStore:
         with self._lock:
             return self._items.get(key)
 
-    def keys(self) -> list[CtjKey]:
+    def all_keys(self) -> list[CtjKey]:
         with self._lock:
             return list(self._items)
 
@@ -179,9 +180,13 @@ class JobIndex:
                 except ValueError:
                     sequence = 0
                 owners = [o.get("uid", "") for o in meta.get("ownerReferences") or () if o.get("controller")]
-                info = JobInfo(name=name, phase=jobs.job_phase(obj), sequence=sequence,
-                               created=str(meta.get("creationTimestamp") or ""),
-                               owner_uid=owners[0] if owners else "")
+                info = JobInfo(
+                    name=name,
+                    phase=jobs.job_phase(obj),
+                    sequence=sequence,
+                    created=str(meta.get("creationTimestamp") or ""),
+                    owner_uid=owners[0] if owners else "",
+                )
                 if group.get(name) == info:
                     return
                 group[name] = info

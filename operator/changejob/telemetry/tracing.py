@@ -211,7 +211,7 @@ def _exporter_names(*, env: Mapping[str, str]) -> list[str]:
 
 def _otlp_exporter(*, env: Mapping[str, str]) -> export.SpanExporter:
     """The OTLP/HTTP (protobuf) exporter; it reads its endpoint, headers and timeout from the env."""
-    from opentelemetry.exporter.otlp.proto.http import trace_exporter  # noqa: PLC0415 (only when on)
+    from opentelemetry.exporter.otlp.proto.http import trace_exporter
 
     protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
     if protocol and protocol.strip() != "http/protobuf":

@@ -26,19 +26,31 @@ class Webhook:
         self.keeper.stop()
 
 
-def start(*, settings: settings_mod.Settings, api_client: k8s_client.ApiClient,
-          discovery_: discovery.Discovery) -> Webhook:
+def start(
+    *, settings: settings_mod.Settings, api_client: k8s_client.ApiClient, discovery_: discovery.Discovery
+) -> Webhook:
     cert_dir = Path(settings.webhook_cert_dir)
     cert_dir.mkdir(parents=True, exist_ok=True)
     keeper = certs.for_mode(
-        mode=settings.webhook_cert_mode, cert_dir=cert_dir, api_client=api_client,
-        namespace=settings.leader_election_namespace, service=settings.webhook_service,
-        validating=settings.webhook_config or None, mutating=settings.webhook_mutating_config or None,
-        loopback="127.0.0.1" in settings.webhook_extra_sans)
+        mode=settings.webhook_cert_mode,
+        cert_dir=cert_dir,
+        api_client=api_client,
+        namespace=settings.leader_election_namespace,
+        service=settings.webhook_service,
+        validating=settings.webhook_config or None,
+        mutating=settings.webhook_mutating_config or None,
+        loopback="127.0.0.1" in settings.webhook_extra_sans,
+    )
     files = keeper.start()
-    handler = admission.Admission(resolver=discovery_, access=access.SubjectAccessChecker(api_client),
-                                  dry_run_job=access.dry_run_job(api_client))
-    srv = server.WebhookServer(host=settings.webhook_host, port=settings.webhook_port,
-                               cert_file=files.cert_file, key_file=files.key_file, handler=handler)
+    handler = admission.Admission(
+        resolver=discovery_, access=access.SubjectAccessChecker(api_client), dry_run_job=access.dry_run_job(api_client)
+    )
+    srv = server.WebhookServer(
+        host=settings.webhook_host,
+        port=settings.webhook_port,
+        cert_file=files.cert_file,
+        key_file=files.key_file,
+        handler=handler,
+    )
     srv.start()
     return Webhook(server_=srv, keeper=keeper)
