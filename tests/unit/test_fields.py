@@ -335,8 +335,11 @@ def test_without_volatile_drops_status_and_volatile_metadata_only() -> None:
         "name": "web-app",
         "namespace": "default",
         "labels": {"app": "web"},
-        "annotations": DEPLOYMENT["metadata"]["annotations"],
+        "annotations": {
+            k: v for k, v in DEPLOYMENT["metadata"]["annotations"].items() if k not in fields.VOLATILE_ANNOTATIONS
+        },
     }
+    assert result["metadata"]["annotations"], "ordinary annotations stay"
 
 
 def test_without_volatile_drops_exactly_the_documented_keys() -> None:
@@ -525,3 +528,23 @@ def test_any_text_compiles_or_raises_invalid_field_path(text: str) -> None:
         path.extract({"a": [{"b": 1}, {"a": "x"}], "b": {"a": None}})
         reason = "compiled"
     assert reason
+
+
+def test_whole_object_ignores_controller_written_annotations() -> None:
+    """A rollout bumps deployment.kubernetes.io/revision after the template change: no second change."""
+    base = {
+        "metadata": {"name": "web", "annotations": {"team": "a", "deployment.kubernetes.io/revision": "1"}},
+        "spec": {"replicas": 1},
+    }
+    bumped = {
+        "metadata": {"name": "web", "annotations": {"team": "a", "deployment.kubernetes.io/revision": "2"}},
+        "spec": {"replicas": 1},
+    }
+    whole = fields.compile_path("*")
+    assert whole.extract(base) == whole.extract(bumped)
+    assert whole.extract(base)["metadata"]["annotations"] == {"team": "a"}
+    assert base["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"  # input untouched
+    other = {"metadata": {"name": "web", "annotations": {"team": "b"}}, "spec": {"replicas": 1}}
+    assert whole.extract(other) != whole.extract(base)
+    # Selected explicitly, it is still visible.
+    assert fields.compile_path("metadata.annotations").extract(bumped)["deployment.kubernetes.io/revision"] == "2"

@@ -52,6 +52,16 @@ VOLATILE_METADATA: Final = frozenset(
         "deletionGracePeriodSeconds",
     }
 )
+# Annotations that controllers or clients write as a consequence of a change already seen: the
+# deployment controller bumps `deployment.kubernetes.io/revision` right after every template change
+# (counting it would trigger twice per rollout), and kubectl's last-applied copy only restates the
+# spec. Selecting them explicitly in `fields` still works.
+VOLATILE_ANNOTATIONS: Final = frozenset(
+    {
+        "deployment.kubernetes.io/revision",
+        "kubectl.kubernetes.io/last-applied-configuration",
+    }
+)
 # Top-level keys left out of the whole object. `apiVersion` and `kind` carry no content of their own
 # (the CTJ already names them) and the API server omits them from the items of a list response while
 # watch events carry them: keeping them would make a relist look like a change.
@@ -115,8 +125,9 @@ def without_volatile(obj: Mapping[str, Any]) -> dict[str, Any]:
 
     Volatile metadata is what the API server rewrites on its own: ``resourceVersion``,
     ``managedFields``, ``generation``, ``uid``, ``creationTimestamp``, ``selfLink``,
-    ``deletionTimestamp`` and ``deletionGracePeriodSeconds``. Labels, annotations, owner references
-    and finalizers stay: changing them is a change. The input is not modified; nested values are
+    ``deletionTimestamp`` and ``deletionGracePeriodSeconds``; and the annotations in
+    ``VOLATILE_ANNOTATIONS``. Labels, other annotations, owner references and finalizers stay:
+    changing them is a change. The input is not modified; nested values are
     shared with it (the result is only serialised, never mutated).
     """
     # Unrolled pops on shallow copies: this runs for every watch event of every watched object.
@@ -137,6 +148,9 @@ def without_volatile(obj: Mapping[str, Any]) -> dict[str, Any]:
         drop("selfLink", None)
         drop("deletionTimestamp", None)
         drop("deletionGracePeriodSeconds", None)
+        annotations = kept.get("annotations")
+        if annotations and not VOLATILE_ANNOTATIONS.isdisjoint(annotations):
+            kept["annotations"] = {k: v for k, v in annotations.items() if k not in VOLATILE_ANNOTATIONS}
         out["metadata"] = kept
     return out
 

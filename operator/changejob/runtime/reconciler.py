@@ -261,7 +261,7 @@ class Reconciler:
         if isinstance(decision, triggers.Trigger):
             self._trigger(ctj, spec, status, entries, observed, decision.changed, events, now)
         elif isinstance(decision, triggers.Defer):
-            status["nextTriggerTime"] = conditions.rfc3339(decision.until)
+            status["nextTriggerTime"] = precise_time(decision.until)
             if old.get("nextTriggerTime") != status["nextTriggerTime"]:
                 metrics.triggers_total.labels(result="deferred").inc()
                 events.append(
@@ -343,7 +343,7 @@ class Reconciler:
                 entry["changed"] = entry["hash"] != covered_hash
         status.update(
             triggerCount=sequence,
-            lastTriggeredTime=conditions.rfc3339(created_at),
+            lastTriggeredTime=precise_time(created_at),
             lastJobName=name,
             lastJobStatus="Active",
         )
@@ -458,6 +458,11 @@ class Reconciler:
             reason="JobsPruned",
             message=f"deleted {len(doomed)} old job(s): {', '.join(sorted(doomed))}",
         )
+
+
+def precise_time(moment: datetime) -> str:
+    """RFC 3339 with microseconds: the cooldown is measured from this, so it must not be truncated."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _phase_status(phase: str) -> dict[str, Any]:
