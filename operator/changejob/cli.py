@@ -42,13 +42,23 @@ def parse(argv: Sequence[str]) -> settings.Settings:
     return settings.Settings(**overrides)
 
 
+def _where(loc: tuple[int | str, ...]) -> str:
+    """Name a setting the way users set it: its flag and its environment variable(s)."""
+    if not loc:
+        return "settings"
+    name = str(loc[0])
+    env = f"CHANGEJOB_{name.upper()}"
+    if name == "poll_interval":
+        env = f"POLL_INTERVAL or {env}"
+    return f"--{name.replace('_', '-')} ({env})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = parse(sys.argv[1:] if argv is None else argv)
     except pydantic.ValidationError as exc:
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "settings"
-            print(f"kube-changejob: invalid {where}: {err['msg']}", file=sys.stderr)
+            print(f"kube-changejob: invalid {_where(err['loc'])}: {err['msg']}", file=sys.stderr)
         return 2
     logs.setup(level=config.log_level, fmt=config.log_format)
     tracing.setup(service_name="kube-changejob")

@@ -239,20 +239,20 @@ def test_election_timing_from_environment_is_validated(
 @pytest.mark.parametrize(
     ("argv", "fragments"),
     [
-        (["--poll-interval=abc"], ("poll_interval", "invalid duration 'abc'")),
-        (["--poll-interval=30"], ("poll_interval", "invalid duration '30'")),
-        (["--poll-interval=-5s"], ("poll_interval", "must not be negative")),
+        (["--poll-interval=abc"], ("--poll-interval", "invalid duration 'abc'")),
+        (["--poll-interval=30"], ("--poll-interval", "invalid duration '30'")),
+        (["--poll-interval=-5s"], ("--poll-interval", "must not be negative")),
         (["--poll-interval=0s"], ("--poll-interval must be positive",)),
-        (["--watch-timeout=5 minutes"], ("watch_timeout", "invalid duration")),
-        (["--workers=0"], ("workers", "greater than or equal to 1")),
-        (["--workers=65"], ("workers", "less than or equal to 64")),
-        (["--shards=x"], ("shards", "valid integer")),
-        (["--shards=0"], ("shards", "greater than or equal to 1")),
-        (["--log-level=trace"], ("log_level", "'debug', 'info', 'warning' or 'error'")),
-        (["--log-format=xml"], ("log_format", "'text' or 'json'")),
-        (["--webhook-port=70000"], ("webhook_port", "less than or equal to 65535")),
-        (["--webhook-cert-mode=acme"], ("webhook_cert_mode", "self-signed")),
-        (["--leader-elect=maybe"], ("leader_elect", "valid boolean")),
+        (["--watch-timeout=5 minutes"], ("--watch-timeout", "invalid duration")),
+        (["--workers=0"], ("--workers", "greater than or equal to 1")),
+        (["--workers=65"], ("--workers", "less than or equal to 64")),
+        (["--shards=x"], ("--shards", "valid integer")),
+        (["--shards=0"], ("--shards", "greater than or equal to 1")),
+        (["--log-level=trace"], ("--log-level", "'debug', 'info', 'warning' or 'error'")),
+        (["--log-format=xml"], ("--log-format", "'text' or 'json'")),
+        (["--webhook-port=70000"], ("--webhook-port", "less than or equal to 65535")),
+        (["--webhook-cert-mode=acme"], ("--webhook-cert-mode", "self-signed")),
+        (["--leader-elect=maybe"], ("--leader-elect", "valid boolean")),
     ],
 )
 def test_bad_flag_values_exit_2(
@@ -270,8 +270,8 @@ def test_bad_flag_values_exit_2(
     [
         ("POLL_INTERVAL", "abc", "invalid duration 'abc'"),
         ("CHANGEJOB_POLL_INTERVAL", "soon", "invalid duration 'soon'"),
-        ("CHANGEJOB_WORKERS", "many", "workers"),
-        ("CHANGEJOB_LOG_FORMAT", "yaml", "log_format"),
+        ("CHANGEJOB_WORKERS", "many", "--workers (CHANGEJOB_WORKERS)"),
+        ("CHANGEJOB_LOG_FORMAT", "yaml", "--log-format (CHANGEJOB_LOG_FORMAT)"),
     ],
 )
 def test_bad_environment_values_exit_2(
@@ -303,7 +303,11 @@ def test_every_error_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 3, err
-    assert {line.split(":")[1].strip() for line in lines} == {"invalid workers", "invalid shards", "invalid log_level"}
+    assert {line.split(":")[1].strip() for line in lines} == {
+        "invalid --workers (CHANGEJOB_WORKERS)",
+        "invalid --shards (CHANGEJOB_SHARDS)",
+        "invalid --log-level (CHANGEJOB_LOG_LEVEL)",
+    }
 
 
 def test_process_exit_code_is_2() -> None:
@@ -318,7 +322,7 @@ def test_process_exit_code_is_2() -> None:
         check=False,
     )
     assert bad_value.returncode == 2, bad_value.stderr
-    assert "kube-changejob: invalid poll_interval" in bad_value.stderr
+    assert "kube-changejob: invalid --poll-interval (POLL_INTERVAL or CHANGEJOB_POLL_INTERVAL)" in bad_value.stderr
     assert "Traceback" not in bad_value.stderr
     bad_flag = subprocess.run(
         [sys.executable, "-m", "changejob.cli", "run", "--pol-interval=5s"],
