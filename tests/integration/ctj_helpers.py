@@ -51,6 +51,11 @@ class Kube:
         assert found is not None, f"CTJ {name} not found"
         return found
 
+    def ctjs(self) -> dict[str, dict[str, Any]]:
+        """Every CTJ of the namespace by name, in one request."""
+        out = self.run("get", "changetriggeredjobs", "-n", self.ns, "-o", "json").stdout
+        return {c["metadata"]["name"]: c for c in json.loads(out)["items"]}
+
     def jobs(self, owner: str) -> list[dict[str, Any]]:
         out = self.run("get", "jobs", "-n", self.ns, "-l", f"changejob.dev/owner={owner}", "-o", "json").stdout
         items: list[dict[str, Any]] = json.loads(out)["items"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import yaml
 from ctj_helpers import Kube, baseline_recorded, condition, ctj_body, wait_until
 
 pytestmark = pytest.mark.integration
@@ -113,3 +114,46 @@ def test_status_only_and_unselected_changes_do_not_trigger(kube: Kube, operator:
     jobs = wait_until(lambda: kube.jobs("data-only"), what="job after data change")
     assert len(jobs) == 1
     assert jobs[0]["metadata"]["annotations"]["changejob.dev/changed"].endswith(":data")
+
+
+def test_many_ctjs_joining_a_running_stream_all_baseline_and_trigger(kube: Kube, operator: object) -> None:
+    """CTJs created after their collection's stream synced read their objects in one batch."""
+    kube.run("create", "configmap", "first", "-n", kube.ns, "--from-literal=k=0")
+    kube.apply(ctj_body("first", [{"apiVersion": "v1", "kind": "ConfigMap", "name": "first", "namespace": kube.ns}]))
+    wait_until(baseline_recorded(kube, "first"), what="the stream is up")
+    count = 24
+    docs = []
+    for i in range(count):
+        docs.append(
+            yaml.safe_dump(
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm-{i}"}, "data": {"k": "0"}}
+            )
+        )
+        # Two CTJs per object with the same fields: the second reuses the first one's hashes.
+        for twin in ("a", "b"):
+            docs.append(
+                yaml.safe_dump(
+                    ctj_body(
+                        f"late-{i}-{twin}",
+                        [{"apiVersion": "v1", "kind": "ConfigMap", "name": f"cm-{i}", "namespace": kube.ns}],
+                        cooldown="0s",
+                    )
+                )
+            )
+    kube.run("apply", "-n", kube.ns, "-f", "-", input_="---\n".join(docs))
+    names = [f"late-{i}-{t}" for i in range(count) for t in ("a", "b")]
+
+    def baselines() -> dict[str, str] | None:
+        ctjs = kube.ctjs()
+        found = {n: ((ctjs.get(n, {}).get("status") or {}).get("resourceHashes") or [{}])[0] for n in names}
+        ok = all(e.get("lastTriggeredHash") for e in found.values())
+        return {n: e["hash"] for n, e in found.items()} if ok else None
+
+    hashes = wait_until(baselines, timeout=60, what="all baselines")
+    for i in range(count):
+        assert hashes[f"late-{i}-a"] == hashes[f"late-{i}-b"]
+    kube.patch("configmap", "cm-7", {"data": {"k": "1"}})
+    wait_until(lambda: kube.jobs("late-7-a") and kube.jobs("late-7-b"), what="jobs for cm-7")
+    assert len(kube.jobs("late-7-a")) == 1
+    assert len(kube.jobs("late-7-b")) == 1
+    assert all(not kube.jobs(n) for n in names if not n.startswith("late-7-"))

@@ -216,7 +216,7 @@ class Reconciler:
         status["observedGeneration"] = int(ctj["metadata"].get("generation") or 0)
         status.setdefault("triggerCount", 0)
         events: list[tuple[str, str, str]] = []
-        if (baselined and not old.get("resourceHashes") and int(old.get("triggerCount") or 0) == 0) or baselined:
+        if baselined:
             events.append(("Normal", "BaselineRecorded", "recorded baseline of " + ", ".join(baselined)))
 
         span: Any = contextlib.nullcontext()

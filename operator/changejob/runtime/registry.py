@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 PRESENT, MISSING, FORBIDDEN, UNKNOWN = "Present", "Missing", "Forbidden", "Unknown"
 CtjKey = tuple[str, str]
+FETCH_ONE_BY_ONE = 8  # more newcomers than this in one collection: one LIST instead of GETs
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class Subscription:
     rtype: discovery.ResourceType
     hasher: hashing.ObjectHasher
     observed: Observed = Observed()
+    pending: bool = False  # joined a synced stream; its first value is being fetched
 
 
 class Stream:
@@ -109,17 +111,28 @@ class Stream:
             subs = [s for group in self.by_name.values() for s in group]
             for sub in subs:
                 sub.observed = Observed(state=state, message=message)
+                sub.pending = False
         for key in {s.ctj for s in subs}:
             self._registry.notify(key)
 
     # --- hashing ----------------------------------------------------------------------------------
-    def _apply(self, name: str, obj: Mapping[str, Any] | None) -> None:
-        """Recompute the subscriptions of ``name`` from ``obj`` (None: the object does not exist)."""
+    def _apply(self, name: str, obj: Mapping[str, Any] | None, *, only_pending: bool = False) -> None:
+        """Recompute the subscriptions of ``name`` from ``obj`` (None: the object does not exist).
+
+        ``only_pending``: ``obj`` comes from a separate read that may be older than a watch event
+        already applied, so only subscriptions still waiting for their first value take it.
+        """
         woken: set[CtjKey] = set()
         with self._registry.lock:
             subs = self.by_name.get(name)
+            if only_pending and subs:
+                subs = {s for s in subs if s.pending}
             if not subs:
                 return
+            for sub in subs:
+                if sub.pending:
+                    sub.pending = False
+                    woken.add(sub.ctj)  # it waits for this value even if it equals the default
             rv = "" if obj is None else str(obj["metadata"].get("resourceVersion", ""))
             per_hasher: dict[int, Observed] = {}
             moved: list[tuple[Subscription, Observed]] = []
@@ -197,6 +210,10 @@ class Registry:
         self._streams: dict[tuple[discovery.ResourceType, str | None], Stream] = {}
         self._subs: dict[CtjKey, list[Subscription]] = {}
         self._hashers: dict[tuple[tuple[str, ...], bool], hashing.ObjectHasher] = {}
+        self._pending: dict[Stream, set[str]] = {}
+        self._fetch_wake = threading.Event()
+        self._stopped = threading.Event()
+        threading.Thread(target=self._fetch_loop, name="registry-fetch", daemon=True).start()
 
     def _hasher(self, ref: api.ResourceRef) -> hashing.ObjectHasher:
         keyed = ref.kind == "Secret" and ref.group == ""
@@ -209,7 +226,6 @@ class Registry:
 
     def subscribe(self, ctj: CtjKey, wanted: list[tuple[api.ResourceRef, discovery.ResourceType]]) -> None:
         """Make ``ctj``'s subscriptions exactly ``wanted`` (in spec order)."""
-        fetch: list[tuple[Stream, str]] = []
         with self.lock:
             current = self._subs.get(ctj, [])
             if [(s.ref, s.rtype) for s in current] == wanted:
@@ -226,25 +242,82 @@ class Registry:
                         message=access_message(stream.error, rtype, stream.namespace),
                     )
                 elif stream.synced:
-                    fetch.append((stream, ref.name))
+                    twin = next((s for s in group if s.hasher is sub.hasher and not s.pending), None)
+                    if twin is not None:  # another CTJ already sees this object through these fields
+                        sub.observed = twin.observed
+                    else:  # read it, batched with other newcomers (see _fetch_loop)
+                        sub.pending = True
+                        self._pending.setdefault(stream, set()).add(ref.name)
+                        self._fetch_wake.set()
                 group.add(sub)
                 subs.append(sub)
             self._subs[ctj] = subs
-        for stream, name in fetch:  # already-running streams: read just this object once
-            self._fetch(stream, name)
 
-    def _fetch(self, stream: Stream, name: str) -> None:
-        path = stream.rtype.object_path(namespace=stream.namespace, name=name)
-        try:
-            obj = self.transport.request(
-                "GET", path, span_resource=stream.rtype.plural, namespace=stream.namespace, name=name
-            )
-        except transport.ApiError as exc:
-            if not exc.not_found:
-                stream.failed(exc)
+    def _fetch_loop(self) -> None:
+        """First values for subscriptions that joined an already-synced stream.
+
+        Newcomers are batched for a moment: a few are read with one GET each, many (a restart, a shard
+        handover) with one paginated LIST of their collection instead of thousands of GETs.
+        """
+        while not self._stopped.is_set():
+            self._fetch_wake.wait(1.0)
+            if self._stopped.wait(0.02):
                 return
-            obj = None
-        stream._apply(name, obj)
+            with self.lock:
+                self._fetch_wake.clear()
+                batch, self._pending = self._pending, {}
+            for stream, names in batch.items():
+                if stream.stop.is_set():
+                    continue
+                try:
+                    self._fetch(stream, names)
+                except transport.ApiError as exc:
+                    log.warning("could not read %d %s: %s", len(names), stream.rtype.plural, exc)
+                    if exc.status in (401, 403):
+                        stream.failed(exc)
+                    else:  # try again shortly
+                        with self.lock:
+                            self._pending.setdefault(stream, set()).update(names)
+                        self._stopped.wait(1.0)
+                        self._fetch_wake.set()
+                except Exception:
+                    log.exception("reading %s failed", stream.rtype.plural)
+
+    def _fetch(self, stream: Stream, names: set[str]) -> None:
+        if len(names) <= FETCH_ONE_BY_ONE:
+            for name in names:
+                path = stream.rtype.object_path(namespace=stream.namespace, name=name)
+                try:
+                    obj = self.transport.request(
+                        "GET", path, span_resource=stream.rtype.plural, namespace=stream.namespace, name=name
+                    )
+                except transport.ApiError as exc:
+                    if not exc.not_found:
+                        raise
+                    obj = None
+                stream._apply(name, obj, only_pending=True)
+            return
+        path = stream.rtype.collection_path(stream.namespace)
+        found: set[str] = set()
+        cont: str | None = None
+        while True:
+            page = self.transport.request(
+                "GET",
+                path,
+                query={"limit": 500, "continue": cont},
+                span_resource=stream.rtype.plural,
+                timeout=(5.0, 60.0),
+            )
+            for item in page.get("items") or ():
+                name = item["metadata"]["name"]
+                if name in names:
+                    found.add(name)
+                    stream._apply(name, item, only_pending=True)
+            cont = (page.get("metadata") or {}).get("continue") or None
+            if not cont:
+                break
+        for name in names - found:
+            stream._apply(name, None, only_pending=True)
 
     def _stream_locked(self, rtype: discovery.ResourceType, namespace: str | None) -> Stream:
         key = (rtype, namespace)
@@ -283,7 +356,7 @@ class Registry:
             out = []
             for sub in subs:
                 stream = self._streams[(sub.rtype, sub.ref.namespace if sub.rtype.namespaced else None)]
-                if not stream.synced and stream.error is None:
+                if (not stream.synced and stream.error is None) or sub.pending:
                     return None
                 out.append(sub.observed)
             return out
@@ -299,6 +372,7 @@ class Registry:
             return all(s.synced or s.error is not None for s in self._streams.values())
 
     def stop(self) -> None:
+        self._stopped.set()
         with self.lock:
             for stream in self._streams.values():
                 stream.stop.set()
