@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     leader_election_namespace: str = Field(default_factory=_default_namespace)
     shards: int = Field(16, ge=1, le=1024)
     identity: str = Field(default_factory=_default_identity)
-    workers: int = Field(4, ge=1, le=64)
+    workers: int = Field(8, ge=1, le=64, description="reconcile workers (threads; mostly waiting on the API server)")
     watch_timeout: timedelta = timedelta(minutes=5)
     watch_stall_timeout: timedelta = timedelta(minutes=2)
     webhook_port: int = Field(0, ge=0, le=65535, description="0 disables the webhook server")

@@ -9,10 +9,7 @@ at once (a member acts from the ``gained`` callback until the earliest of its ``
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import itertools
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +18,7 @@ from datetime import timedelta
 
 import pytest
 from kubernetes import client as k8s_client
+from relay import Relay, relayed_client, target_of
 
 from changejob import settings as settings_mod
 from changejob.kube import leases, transport
@@ -164,88 +162,6 @@ def group(api_client: k8s_client.ApiClient, namespace: str) -> Iterator[Group]:
     g = Group(api_client, namespace)
     yield g
     g.close()
-
-
-class Relay:
-    """A TCP relay to the API server that can be cut (a network partition) and healed."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._server.getsockname()[1])
-        self._cut = threading.Event()
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                downstream, _ = self._server.accept()
-            except OSError:
-                return
-            self._track(downstream)
-            if self._cut.is_set():
-                continue  # held open, never answered: requests time out
-            try:
-                upstream = socket.create_connection(self._target)
-            except OSError:
-                downstream.close()
-                continue
-            self._track(upstream)
-            threading.Thread(target=self._pump, args=(downstream, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, downstream), daemon=True).start()
-
-    def _track(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.append(sock)
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                Relay._shut(sock)
-
-    @staticmethod
-    def _shut(sock: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
-
-    def _drop_all(self) -> None:
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            self._shut(sock)
-
-    def cut(self) -> None:
-        self._cut.set()
-        self._drop_all()
-
-    def heal(self) -> None:
-        self._cut.clear()
-        self._drop_all()
-
-    def close(self) -> None:
-        self._shut(self._server)
-        self._drop_all()
-
-
-def relayed_client(api_client: k8s_client.ApiClient, relay: Relay) -> k8s_client.ApiClient:
-    configuration = copy.deepcopy(api_client.configuration)
-    configuration.host = f"https://127.0.0.1:{relay.port}"
-    return k8s_client.ApiClient(configuration)
-
-
-def target_of(api_client: k8s_client.ApiClient) -> tuple[str, int]:
-    host = str(api_client.configuration.host).split("://", 1)[1].rstrip("/")
-    name, _, port = host.rpartition(":")
-    return name, int(port)
 
 
 # --- tests ------------------------------------------------------------------------------------------

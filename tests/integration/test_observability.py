@@ -256,8 +256,9 @@ def configmap_ref(kube: Kube, name: str) -> dict[str, Any]:
 
 def parse_traceparent(value: str) -> tuple[str, str]:
     """(trace id, span id) of a W3C traceparent; fails on anything malformed or unsampled."""
-    match = re.fullmatch(r"00-([0-9a-f]{32})-([0-9a-f]{16})-01", value)
-    assert match, f"not a sampled W3C traceparent: {value!r}"
+    match = re.fullmatch(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})", value)
+    assert match, f"not a W3C traceparent: {value!r}"
+    assert int(match.group(3), 16) & 0x01, f"traceparent not sampled: {value!r}"
     return match.group(1), match.group(2)
 
 
@@ -388,9 +389,7 @@ def test_one_trace_from_watch_event_to_job(kube: Kube, traced: Traced, jaeger: J
     assert status.start >= create.start, "the status records the Job, so it is written after it"
 
 
-def test_changes_during_cooldown_are_links_on_the_deferred_trigger(
-    kube: Kube, traced: Traced, jaeger: Jaeger
-) -> None:
+def test_changes_during_cooldown_are_links_on_the_deferred_trigger(kube: Kube, traced: Traced, jaeger: Jaeger) -> None:
     kube.run("create", "configmap", "cfg", "-n", kube.ns, "--from-literal=k=0")
     kube.apply(ctj_body("cool", [configmap_ref(kube, "cfg")], cooldown=f"{COOLDOWN}s"))
     wait_until(baseline_recorded(kube, "cool"), what="baseline")
@@ -410,14 +409,18 @@ def test_changes_during_cooldown_are_links_on_the_deferred_trigger(
 
     # The watch events of the three coalesced changes: those after the first trigger's.
     def coalesced() -> list[Span] | None:
-        later = [s for s in watch_events(jaeger, service=traced.service, object_name="cfg") if s.start > first_watch.start]
+        later = [
+            s for s in watch_events(jaeger, service=traced.service, object_name="cfg") if s.start > first_watch.start
+        ]
         return later if len(later) >= 3 else None
 
     changes = until(coalesced, what="three watch.event spans after the first trigger")
     assert len(changes) == 3, f"one watch event per change expected, got {[(s.span_id, s.start) for s in changes]}"
-    assert trigger.parent == changes[0].span_id, "the first coalesced change is the parent of the deferred trigger"
+    described = f"ctj.trigger parent {trigger.parent}, links {sorted(trigger.links)}; watch.event spans of the "
+    described += f"three changes, oldest first: {[s.span_id for s in changes]}"
+    assert trigger.parent == changes[0].span_id, f"the first change must be the parent: {described}"
     assert trigger.links == {(s.trace_id, s.span_id) for s in changes[1:]}, (
-        "the later coalesced changes are linked (FOLLOWS_FROM) from the deferred trigger"
+        f"the later changes must be span links (FOLLOWS_FROM): {described}"
     )
     assert trigger.tags["changejob.coalesced_changes"] == 2
 
@@ -428,7 +431,7 @@ def test_condition_all_links_every_resource_that_changed(kube: Kube, traced: Tra
         kube.run("create", "configmap", name, "-n", kube.ns, "--from-literal=k=0")
     kube.apply(ctj_body("all", [configmap_ref(kube, n) for n in names], cooldown="0s", condition_="All"))
     wait_until(baseline_recorded(kube, "all"), what="baseline")
-    for name in names:
+    for name in names[:-1]:
         kube.patch("configmap", name, {"data": {"k": "1"}})
         # One at a time, so that the order of the watch events is the order of the patches.
         wait_until(
@@ -437,6 +440,8 @@ def test_condition_all_links_every_resource_that_changed(kube: Kube, traced: Tra
             ),
             what=f"{name} seen as changed",
         )
+    assert kube.jobs("all") == [], "no Job before every resource changed"
+    kube.patch("configmap", names[-1], {"data": {"k": "1"}})
     job = until(lambda: next(iter(kube.jobs("all")), None), what="the Job")
     trace_id, _ = job_trace(job)
     found = stored_trace(jaeger, trace_id, needs=("watch.event", "ctj.trigger", "POST jobs"))
@@ -472,10 +477,9 @@ def test_metrics_count_what_happened(kube: Kube, untraced: OperatorProcess) -> N
     before = scrape(untraced)
 
     # often: two triggers, history 1; rarely: one trigger, then a change inside its cooldown.
-    for k, expected in (("1", 1), ("2", 2)):
-        kube.patch("configmap", "often", {"data": {"k": k}})
-        until(lambda n=expected: kube.jobs("often") if max(_sequences(kube, "often"), default=0) == n else None,
-              what=f"trigger {expected} of often")  # fmt: skip
+    for sequence in (1, 2):
+        kube.patch("configmap", "often", {"data": {"k": str(sequence)}})
+        wait_until(lambda n=sequence: max(_sequences(kube, "often"), default=0) == n, what=f"Job {sequence} of often")  # type: ignore[misc]
     kube.patch("configmap", "rarely", {"data": {"k": "1"}})
     until(lambda: kube.jobs("rarely") or None, what="the Job of rarely")
     kube.patch("configmap", "rarely", {"data": {"k": "2"}})
@@ -497,7 +501,7 @@ def test_metrics_count_what_happened(kube: Kube, untraced: OperatorProcess) -> N
     assert delta(before, after, "changejob_triggers_total", result="skipped") == 0
     assert value(after, "changejob_watch_streams") >= 1
     assert value(after, "changejob_ctjs") == 2
-    assert value(after, "changejob_watched_objects") >= 2
+    assert value(after, "changejob_watched_objects") == 2, "two ConfigMaps are watched"
     assert delta(before, after, "changejob_watch_events_total", type="MODIFIED") >= 4
     assert delta(before, after, "changejob_status_writes_total", result="ok") >= jobs_made
     assert value(after, "changejob_leader") == 1
@@ -555,8 +559,8 @@ def test_secret_values_never_leak(kube: Kube, traced: Traced, jaeger: Jaeger) ->
         wait_until(baseline_recorded(kube, name), what=f"baseline of {name}")
     encoded = base64.b64encode(planted[1].encode()).decode()
     kube.patch("secret", "creds", {"data": {"token": encoded}})
-    jobs = [until(lambda n=name: next(iter(kube.jobs(n)), None), what=f"the Job of {n}") for name in ("rotate", "rotate-data")]  # type: ignore[misc]
-    for job in jobs:
+    for name in ("rotate", "rotate-data"):
+        job = until(lambda n=name: next(iter(kube.jobs(n)), None), what=f"the Job of {name}")  # type: ignore[misc]
         stored_trace(jaeger, job_trace(job)[0], needs=("watch.event", "ctj.trigger", "POST jobs"))
 
     places = {
@@ -593,13 +597,17 @@ def test_log_lines_name_the_ctj_and_carry_the_trace(kube: Kube, traced: Traced, 
     qualified = f"{kube.ns}/nightly"
 
     records = until(
-        lambda: [r for r in json_lines(traced.operator) if job_name in r.get("msg", "")] and json_lines(traced.operator),
+        lambda: (
+            [r for r in json_lines(traced.operator) if job_name in r.get("msg", "")] and json_lines(traced.operator)
+        ),
         what=f"a log line about {job_name}",
     )
     for record in records:
         assert {"ts", "level", "logger", "msg"} <= record.keys(), record
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["ts"]), record
-    about = [r for r in records if "nightly" in r["msg"] or r.get("ctj") == qualified]
+    # The operator's own lines (libraries such as urllib3 log request lines that cannot know the CTJ).
+    ours = [r for r in records if r["logger"].split(".")[0] == "changejob"]
+    about = [r for r in ours if "nightly" in r["msg"] or r.get("ctj") == qualified]
     assert about, "no log line about the CTJ"
     unnamed = [r for r in about if r.get("ctj") != qualified]
     assert not unnamed, f"log lines about the CTJ without ctj={qualified}: {unnamed}"
@@ -611,7 +619,8 @@ def test_log_lines_name_the_ctj_and_carry_the_trace(kube: Kube, traced: Traced, 
     assert created[0]["span_id"] == trigger_span_id
     for record in records:
         if "trace_id" in record:
-            assert re.fullmatch(r"[0-9a-f]{32}", record["trace_id"]) and re.fullmatch(r"[0-9a-f]{16}", record["span_id"])
+            assert re.fullmatch(r"[0-9a-f]{32}", record["trace_id"]), record
+            assert re.fullmatch(r"[0-9a-f]{16}", record["span_id"]), record
     # The span the line names is in Jaeger.
     found = stored_trace(jaeger, trace_id, needs=("ctj.trigger",))
     assert found.one("ctj.trigger").span_id == created[0]["span_id"]
@@ -647,7 +656,10 @@ def _get(port: int, path: str) -> tuple[int, str]:
 def test_probes_answer_and_list_their_checks(untraced: OperatorProcess) -> None:
     status, body = _get(untraced.probe_port, "/healthz")
     assert status == 200, body
-    assert body.splitlines() == ["[+]workers ok", "healthz check passed"]
+    lines = body.splitlines()
+    assert lines[-1] == "healthz check passed"
+    assert "[+]workers ok" in lines[:-1]
+    assert all(re.fullmatch(r"\[\+\][a-z-]+ ok", line) for line in lines[:-1]), lines
 
     status, body = _get(untraced.probe_port, "/readyz")
     assert status == 200, body

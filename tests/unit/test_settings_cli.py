@@ -57,7 +57,7 @@ def test_defaults() -> None:
     assert config.leader_elect_lease_duration == timedelta(seconds=15)
     assert config.leader_elect_renew_deadline == timedelta(seconds=10)
     assert config.leader_elect_retry_period == timedelta(seconds=2)
-    assert config.shards == 16 and config.workers == 4
+    assert config.shards == 16 and config.workers == 8
     assert config.webhook_port == 0
 
 
@@ -91,7 +91,7 @@ def test_flags_are_parsed() -> None:
             "--leader-election-namespace=ops",
             "--shards=32",
             "--identity=replica-1",
-            "--workers=8",
+            "--workers=12",
             "--webhook-port=9443",
             "--webhook-extra-sans=a.example,b.example",
         ]
@@ -107,7 +107,7 @@ def test_flags_are_parsed() -> None:
     assert config.leader_elect_renew_deadline == timedelta(seconds=15)
     assert config.leader_elect_retry_period == timedelta(seconds=3)
     assert config.leader_election_namespace == "ops"
-    assert (config.shards, config.identity, config.workers, config.webhook_port) == (32, "replica-1", 8, 9443)
+    assert (config.shards, config.identity, config.workers, config.webhook_port) == (32, "replica-1", 12, 9443)
     assert config.webhook_extra_sans == ["a.example", "b.example"]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import queue
 import secrets
 import threading
 import time
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import tenacity
+from opentelemetry import context as otel_context
 
 from changejob.kube import transport
 
@@ -26,6 +28,7 @@ VERSION = "v1alpha"
 PLURAL = "changetriggeredjobs"
 CTJ_API_VERSION = f"{GROUP}/{VERSION}"
 HASH_KEY_SECRET = "kube-changejob-hash-key"
+EVENT_BACKLOG = 10_000
 
 
 def ctj_path(namespace: str | None = None, name: str | None = None) -> str:
@@ -64,6 +67,10 @@ class Writer:
         self._instance = instance
         self._event_lock = threading.Lock()
         self._event_seq = 0
+        self._events: queue.Queue[tuple[dict[str, Any], str, str, str, datetime, otel_context.Context]] = queue.Queue(
+            EVENT_BACKLOG
+        )
+        self._event_thread: threading.Thread | None = None
 
     @retry_transient
     def get(self, path: str) -> dict[str, Any] | None:
@@ -113,12 +120,51 @@ class Writer:
         return out
 
     def event(self, ctj: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
-        """A core/v1 Event on the CTJ. Best effort: an Event that cannot be written is only logged."""
+        """Record a core/v1 Event on the CTJ, asynchronously (as client-go's event recorder does).
+
+        Events are best effort and off the critical path: a trigger's Job and status are written
+        without waiting for them. When more than ``EVENT_BACKLOG`` are waiting, new ones are dropped
+        (and counted in the log) rather than slowing the operator down.
+        """
         meta = ctj["metadata"]
-        now = datetime.now(UTC)
+        item = (
+            {k: meta.get(k) for k in ("name", "namespace", "uid", "resourceVersion")},
+            type_,
+            reason,
+            message,
+            datetime.now(UTC),
+            otel_context.get_current(),  # so the POST joins the trace of whatever caused the Event
+        )
         with self._event_lock:
-            self._event_seq += 1
-            seq = self._event_seq
+            if self._event_thread is None:
+                self._event_thread = threading.Thread(target=self._send_events, name="events", daemon=True)
+                self._event_thread.start()
+        try:
+            self._events.put_nowait(item)
+        except queue.Full:
+            log.warning(
+                "event backlog full; dropped %s event", reason, extra={"ctj": f"{meta['namespace']}/{meta['name']}"}
+            )
+
+    def flush_events(self, timeout: float = 5.0) -> None:
+        """Wait (up to ``timeout``) until queued Events are sent: used on shutdown."""
+        deadline = time.monotonic() + timeout
+        while self._events.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _send_events(self) -> None:
+        while True:
+            meta, type_, reason, message, now, ctx = self._events.get()
+            token = otel_context.attach(ctx)
+            try:
+                self._post_event(meta, type_=type_, reason=reason, message=message, now=now)
+            finally:
+                otel_context.detach(token)
+                self._events.task_done()
+
+    def _post_event(self, meta: Mapping[str, Any], *, type_: str, reason: str, message: str, now: datetime) -> None:
+        self._event_seq += 1
+        seq = self._event_seq
         stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         body = {
             "apiVersion": "v1",

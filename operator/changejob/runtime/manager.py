@@ -249,6 +249,7 @@ class Manager:
         self.stop_event.set()
         self.queue.close()
         self.ownership.stop()
+        self.writer.flush_events()
         if self.registry is not None:
             self.registry.stop()
         for server in self._servers:
