@@ -20,6 +20,7 @@ from changejob.kube import transport
 
 REPO = Path(__file__).resolve().parents[1]
 KUBECTL = REPO / ".tools" / "bin" / "kubectl"
+FIELD_MANAGER = {"fieldManager": "changejob-bench"}  # the transport's user agent would name the operator
 
 
 class Api:
@@ -37,7 +38,7 @@ class Api:
         """POST; an object that already exists is fine (creation is resumable)."""
         for attempt in range(5):
             try:
-                self.t.request("POST", path, body=body, timeout=(5.0, 60.0))
+                self.t.request("POST", path, body=body, query=FIELD_MANAGER, timeout=(5.0, 60.0))
                 return
             except transport.ApiError as exc:
                 if exc.already_exists:
@@ -48,7 +49,7 @@ class Api:
                 raise
 
     def patch(self, path: str, body: Mapping[str, Any]) -> Any:
-        return self.t.request("PATCH", path, body=body, content_type=transport.MERGE_PATCH)
+        return self.t.request("PATCH", path, body=body, query=FIELD_MANAGER, content_type=transport.MERGE_PATCH)
 
     def delete_collection(self, path: str, *, selector: str) -> None:
         self.t.request(

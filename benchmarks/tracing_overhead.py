@@ -6,11 +6,11 @@ Usage::
         [--ctjs 50] [--samples 50] [--rounds 4] [--spacing 0.25] [--keep-cluster]
 
 One run, one fresh namespace with ``--ctjs`` CTJs (``cooldown: 0s``), each watching a ConfigMap of its
-own. The operator (``kube-changejob run``) is started alternately without and with tracing, in
-``--rounds`` rounds (off, on; then on, off; ...), so that a drift of the machine's load during the run
-touches both sides alike. In each block it first answers a few warm-up changes (not counted), then
-``--samples / --rounds`` measured ones: PATCH a random ConfigMap, time from the PATCH's answer to the
-Job's ADDED event on the benchmark's own Job watch.
+own, created while the first operator runs. The operator (``kube-changejob run``) is started
+alternately without and with tracing, in ``--rounds`` rounds (off, on; then on, off; ...), so that a
+drift of the machine's load during the run touches both sides alike. In each block it first answers a
+few warm-up changes (not counted), then ``--samples / --rounds`` measured ones: PATCH a random
+ConfigMap, time from the PATCH's answer to the Job's ADDED event on the benchmark's own Job watch.
 
 With tracing on the operator exports OTLP/HTTP to a Jaeger started from ``.tools/bin/jaeger`` with
 ``tools/jaeger.yaml`` on free loopback ports, with ``OTEL_TRACES_SAMPLER=always_on`` and the SDK's
@@ -131,24 +131,41 @@ def ctj(i: int, namespace: str) -> dict[str, Any]:
     }
 
 
-def populate(api: Api, *, namespace: str, count: int) -> None:
+def ctj_collection(namespace: str) -> str:
+    return f"/apis/triggers.changejob.dev/v1alpha/namespaces/{namespace}/changetriggeredjobs"
+
+
+def prepare(api: Api, *, namespace: str, count: int) -> None:
+    """The CRD, the namespace and its ConfigMaps (the CTJs come once an operator runs)."""
     api.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     api.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", "crd/changetriggeredjobs.triggers.changejob.dev"
     )
     api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     api.create_many([(f"/api/v1/namespaces/{namespace}/configmaps", configmap(i, namespace)) for i in range(count)])
-    path = f"/apis/triggers.changejob.dev/v1alpha/namespaces/{namespace}/changetriggeredjobs"
-    api.create_many([(path, ctj(i, namespace)) for i in range(count)])
 
 
-def baselined(api: Api, *, namespace: str) -> int:
-    path = f"/apis/triggers.changejob.dev/v1alpha/namespaces/{namespace}/changetriggeredjobs"
-    done = 0
-    for item in api.list_all(path):
-        entries = (item.get("status") or {}).get("resourceHashes") or []
-        done += bool(entries) and all(e.get("lastTriggeredHash") for e in entries)
-    return done
+def not_baselined(api: Api, *, namespace: str) -> dict[str, str]:
+    """CTJs without a recorded baseline, with their Ready condition's message."""
+    waiting = {}
+    for item in api.list_all(ctj_collection(namespace)):
+        status = item.get("status") or {}
+        entries = status.get("resourceHashes") or []
+        if not entries or not all(e.get("lastTriggeredHash") for e in entries):
+            ready = [c for c in status.get("conditions") or () if c.get("type") == "Ready"]
+            waiting[item["metadata"]["name"]] = ready[0].get("message", "") if ready else "no status yet"
+    return waiting
+
+
+def wait_baselined(api: Api, *, namespace: str, op: Operator, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while waiting := not_baselined(api, namespace=namespace):
+        if time.monotonic() > deadline:
+            sample = dict(list(waiting.items())[:5])
+            raise TimeoutError(
+                f"{len(waiting)} CTJs have no baseline after {timeout:.0f}s (e.g. {sample}); see {op.log_path}"
+            )
+        time.sleep(0.5)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -297,71 +314,80 @@ class Sampler:
 def run(cfg: Config, workdir: Path) -> dict[str, Any]:
     """The whole benchmark; returns the results (also the JSON written by ``main``)."""
     namespace = f"tracing-bench-{secrets.token_hex(3)}"
-    service = f"kube-changejob-bench-{namespace}"
-    per_block = -(-cfg.samples // cfg.rounds)  # rounded up: at least --samples per side
     blocks: list[dict[str, Any]] = []
     jaeger = Jaeger(log_path=workdir / "jaeger.log")
+    bench: Bench | None = None
     try:
         with cluster(cfg) as kubeconfig:
             api = Api(kubeconfig=kubeconfig)
             common.log(f"namespace {namespace}: {cfg.ctjs} ConfigMaps and CTJs")
-            populate(api, namespace=namespace, count=cfg.ctjs)
+            prepare(api, namespace=namespace, count=cfg.ctjs)
             rv = api.list_rv(f"/apis/batch/v1/namespaces/{namespace}/jobs")
             jw = JobWatch(t=api.t, namespace=namespace, resource_version=rv)
             jw.start()
-            sampler = Sampler(api=api, jw=jw, namespace=namespace, cfg=cfg)
+            bench = Bench(cfg=cfg, api=api, jw=jw, jaeger=jaeger, namespace=namespace, workdir=workdir)
             try:
                 for r in range(cfg.rounds):
                     for on in (False, True) if r % 2 == 0 else (True, False):
-                        blocks.append(measure(cfg, api, sampler, jaeger, namespace, service, on, r, per_block, workdir))
+                        blocks.append(bench.block(on=on, round_=r))
             finally:
                 jw.stop()
                 api.t.request("DELETE", f"/api/v1/namespaces/{namespace}")
     finally:
-        traces = jaeger.trigger_traces(service)
+        traces = jaeger.trigger_traces(bench.service) if bench is not None else 0
         jaeger.stop()
     return summarise(cfg, blocks, traces=traces, namespace=namespace)
 
 
-def measure(
-    cfg: Config,
-    api: Api,
-    sampler: Sampler,
-    jaeger: Jaeger,
-    namespace: str,
-    service: str,
-    on: bool,
-    round_: int,
-    count: int,
-    workdir: Path,
-) -> dict[str, Any]:
-    side = "on" if on else "off"
-    op = Operator(
-        kubeconfig=api.kubeconfig,
-        namespace=namespace,
-        logdir=workdir,
-        identity=f"tracing-{side}-{round_}",
-        extra=("--log-level=info",),  # one line per Job: enough to explain a stuck run, cheap
-    )
-    with environment(tracing_env(on=on, jaeger=jaeger, service=service)):
-        op.start()
-    try:
-        ready = op.wait_ready()
-        deadline = time.monotonic() + 300
-        while (done := baselined(api, namespace=namespace)) < cfg.ctjs:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {done} of {cfg.ctjs} CTJs have a baseline after 300 s; see {op.log_path}")
-            time.sleep(0.5)
-        op.settle(quiet=2.0, expect_ctjs=cfg.ctjs)
-        result = sampler.block(op, count)
-    finally:
-        op.stop()
-    stats = common.summary(result["samples"])
-    common.log(
-        f"round {round_ + 1}, tracing {side}: ready {ready:.1f}s, p50 {stats['p50'] * 1000:.1f} ms, "
-        f"p95 {stats['p95'] * 1000:.1f} ms, {result['lost']} lost"
-    )
-    return {"tracing": on, "round": round_, "ready_seconds": ready, **result}
+class Bench:
+    """One namespace, its CTJs, and operators started in turn with and without tracing."""
+
+    def __init__(self, *, cfg: Config, api: Api, jw: JobWatch, jaeger: Jaeger, namespace: str, workdir: Path) -> None:
+        self.cfg = cfg
+        self.api = api
+        self.jaeger = jaeger
+        self.ns = namespace
+        self.workdir = workdir
+        self.service = f"kube-changejob-bench-{namespace}"
+        self.sampler = Sampler(api=api, jw=jw, namespace=namespace, cfg=cfg)
+        self.per_block = -(-cfg.samples // cfg.rounds)  # rounded up: at least --samples per side
+        self.ctjs_created = False
+
+    def create_ctjs(self, op: Operator) -> None:
+        """The CTJs, while ``op`` runs: the first alone, the others once its baseline is recorded."""
+        path = ctj_collection(self.ns)
+        self.api.create(path, ctj(0, self.ns))
+        wait_baselined(self.api, namespace=self.ns, op=op)
+        self.api.create_many([(path, ctj(i, self.ns)) for i in range(1, self.cfg.ctjs)])
+        self.ctjs_created = True
+
+    def block(self, *, on: bool, round_: int) -> dict[str, Any]:
+        """Start an operator (tracing ``on`` or off), measure, stop it."""
+        side = "on" if on else "off"
+        op = Operator(
+            kubeconfig=self.api.kubeconfig,
+            namespace=self.ns,
+            logdir=self.workdir,
+            identity=f"tracing-{side}-{round_}",
+            extra=("--log-level=info",),  # one line per Job: enough to explain a stuck run, cheap
+        )
+        with environment(tracing_env(on=on, jaeger=self.jaeger, service=self.service)):
+            op.start()
+        try:
+            ready = op.wait_ready()
+            if not self.ctjs_created:
+                self.create_ctjs(op)
+            wait_baselined(self.api, namespace=self.ns, op=op)
+            op.settle(quiet=2.0, expect_ctjs=self.cfg.ctjs)
+            result = self.sampler.block(op, self.per_block)
+        finally:
+            op.stop()
+        stats = common.summary(result["samples"])
+        common.log(
+            f"round {round_ + 1}, tracing {side}: ready {ready:.1f}s, p50 {stats['p50'] * 1000:.1f} ms, "
+            f"p95 {stats['p95'] * 1000:.1f} ms, {result['lost']} lost"
+        )
+        return {"tracing": on, "round": round_, "ready_seconds": ready, **result}
 
 
 def summarise(cfg: Config, blocks: list[dict[str, Any]], *, traces: int, namespace: str) -> dict[str, Any]:

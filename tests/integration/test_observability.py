@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -181,7 +182,7 @@ def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jaeger]:
         pytest.skip(reason)
     otlp, http, grpc = free_port(), free_port(), free_port()
     env = {
-        **os.environ,
+        **{key: value for key, value in os.environ.items() if not key.startswith("OTEL_")},
         "JAEGER_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{otlp}",
         "JAEGER_QUERY_HTTP_ENDPOINT": f"127.0.0.1:{http}",
         "JAEGER_QUERY_GRPC_ENDPOINT": f"127.0.0.1:{grpc}",
@@ -225,6 +226,8 @@ class Traced:
 def traced(operator_factory: Any, jaeger: Jaeger, namespace: str) -> Traced:
     service = f"kube-changejob-test-{namespace}"
     env = {
+        "OTEL_SDK_DISABLED": "false",
+        "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_endpoint,
         "OTEL_SERVICE_NAME": service,
         "OTEL_BSP_SCHEDULE_DELAY": "200",
@@ -252,6 +255,30 @@ def until(fn: Callable[[], T | None], *, what: str, timeout: float = 30.0) -> T:
 
 def configmap_ref(kube: Kube, name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap", "name": name, "namespace": kube.ns}
+
+
+def wait_jobs(kube: Kube, name: str, count: int, *, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The CTJ's Jobs (oldest first) once it has ``count`` of them or more."""
+
+    def enough() -> list[dict[str, Any]] | None:
+        jobs = kube.jobs(name)
+        return jobs if len(jobs) >= count else None
+
+    return until(enough, what=f"{count} Job(s) of {name}", timeout=timeout)
+
+
+def highest_sequence_is(kube: Kube, name: str, sequence: int) -> bool:
+    """Whether the CTJ's newest Job is the one of trigger ``sequence`` (older ones may be pruned)."""
+    return (
+        max((int(j["metadata"]["annotations"]["changejob.dev/trigger"]) for j in kube.jobs(name)), default=0)
+        == sequence
+    )
+
+
+def resource_changed(kube: Kube, ctj: str, resource: str) -> bool:
+    """Whether the CTJ's status shows ``resource`` as changed since its last trigger."""
+    entries = (kube.ctj(ctj).get("status") or {}).get("resourceHashes") or []
+    return any(e["name"] == resource and e["changed"] for e in entries)
 
 
 def parse_traceparent(value: str) -> tuple[str, str]:
@@ -342,7 +369,7 @@ def test_one_trace_from_watch_event_to_job(kube: Kube, traced: Traced, jaeger: J
     kube.apply(ctj_body("nightly", [configmap_ref(kube, "app-config")], cooldown="0s"))
     wait_until(baseline_recorded(kube, "nightly"), what="baseline")
     kube.patch("configmap", "app-config", {"data": {"k": "1"}})
-    job = until(lambda: next(iter(kube.jobs("nightly")), None), what="the Job")
+    job = wait_jobs(kube, "nightly", 1)[0]
     job_name = job["metadata"]["name"]
     trace_id, trigger_span_id = job_trace(job)
 
@@ -394,14 +421,16 @@ def test_changes_during_cooldown_are_links_on_the_deferred_trigger(kube: Kube, t
     kube.apply(ctj_body("cool", [configmap_ref(kube, "cfg")], cooldown=f"{COOLDOWN}s"))
     wait_until(baseline_recorded(kube, "cool"), what="baseline")
     kube.patch("configmap", "cfg", {"data": {"k": "1"}})
-    first_job = until(lambda: next(iter(kube.jobs("cool")), None), what="the first Job")
-    first_trace = stored_trace(jaeger, job_trace(first_job)[0], needs=("watch.event", "ctj.trigger"))
-    first_watch = first_trace.one("watch.event")
-
+    first_job = wait_jobs(kube, "cool", 1)[0]
+    seen_first_job = time.monotonic()
     for k in ("2", "3", "4"):  # inside the cooldown the first Job started
         kube.patch("configmap", "cfg", {"data": {"k": k}})
-    assert next_trigger_deadline(kube, "cool") > 0, "the three changes were not made inside the cooldown"
-    jobs = until(lambda: kube.jobs("cool") if len(kube.jobs("cool")) == 2 else None, what="the deferred Job")
+    # The cooldown runs from lastTriggeredTime, which has whole seconds: at least COOLDOWN - 1 s.
+    took = time.monotonic() - seen_first_job
+    assert took < COOLDOWN - 2, f"the three changes took {took:.1f}s: too slow to be sure they fell in the cooldown"
+    jobs = wait_jobs(kube, "cool", 2)
+    first_trace = stored_trace(jaeger, job_trace(first_job)[0], needs=("watch.event", "ctj.trigger"))
+    first_watch = first_trace.one("watch.event")
     trace_id, span_id = job_trace(jobs[1])
     deferred = stored_trace(jaeger, trace_id, needs=("watch.event", "ctj.trigger", "POST jobs"))
     trigger = deferred.one("ctj.trigger")
@@ -431,28 +460,22 @@ def test_condition_all_links_every_resource_that_changed(kube: Kube, traced: Tra
         kube.run("create", "configmap", name, "-n", kube.ns, "--from-literal=k=0")
     kube.apply(ctj_body("all", [configmap_ref(kube, n) for n in names], cooldown="0s", condition_="All"))
     wait_until(baseline_recorded(kube, "all"), what="baseline")
+    since = time.time_ns() // 1000  # Jaeger's timestamps: microseconds since the epoch
     for name in names[:-1]:
         kube.patch("configmap", name, {"data": {"k": "1"}})
         # One at a time, so that the order of the watch events is the order of the patches.
-        wait_until(
-            lambda name=name: any(  # type: ignore[misc]
-                e["name"] == name and e["changed"] for e in kube.ctj("all")["status"]["resourceHashes"]
-            ),
-            what=f"{name} seen as changed",
-        )
+        wait_until(functools.partial(resource_changed, kube, "all", name), what=f"{name} seen as changed")
     assert kube.jobs("all") == [], "no Job before every resource changed"
     kube.patch("configmap", names[-1], {"data": {"k": "1"}})
-    job = until(lambda: next(iter(kube.jobs("all")), None), what="the Job")
+    job = wait_jobs(kube, "all", 1)[0]
     trace_id, _ = job_trace(job)
     found = stored_trace(jaeger, trace_id, needs=("watch.event", "ctj.trigger", "POST jobs"))
     trigger = found.one("ctj.trigger")
-    latest = [
-        until(
-            lambda name=name: watch_events(jaeger, service=traced.service, object_name=name)[1:] or None,  # type: ignore[misc]
-            what=f"the watch.event of the change of {name}",
-        )
-        for name in names
-    ]
+
+    def changes_of(name: str) -> list[Span]:
+        return [s for s in watch_events(jaeger, service=traced.service, object_name=name) if s.start >= since]
+
+    latest = [until(functools.partial(changes_of, name), what=f"the watch.event of {name}'s change") for name in names]
     assert all(len(spans) == 1 for spans in latest), f"one change each: {latest}"
     changes = [spans[0] for spans in latest]
     assert trigger.parent == changes[0].span_id
@@ -479,9 +502,9 @@ def test_metrics_count_what_happened(kube: Kube, untraced: OperatorProcess) -> N
     # often: two triggers, history 1; rarely: one trigger, then a change inside its cooldown.
     for sequence in (1, 2):
         kube.patch("configmap", "often", {"data": {"k": str(sequence)}})
-        wait_until(lambda n=sequence: max(_sequences(kube, "often"), default=0) == n, what=f"Job {sequence} of often")  # type: ignore[misc]
+        wait_until(functools.partial(highest_sequence_is, kube, "often", sequence), what=f"Job {sequence} of often")
     kube.patch("configmap", "rarely", {"data": {"k": "1"}})
-    until(lambda: kube.jobs("rarely") or None, what="the Job of rarely")
+    wait_jobs(kube, "rarely", 1)
     kube.patch("configmap", "rarely", {"data": {"k": "2"}})
     assert next_trigger_deadline(kube, "rarely") > 60
     jobs_made = 3
@@ -511,17 +534,13 @@ def test_metrics_count_what_happened(kube: Kube, untraced: OperatorProcess) -> N
     assert not labelled & names, f"labels carry names: {labelled & names}"
 
 
-def _sequences(kube: Kube, name: str) -> list[int]:
-    return [int(j["metadata"]["annotations"]["changejob.dev/trigger"]) for j in kube.jobs(name)]
-
-
 def test_deferred_latency_counts_from_the_first_change(kube: Kube, untraced: OperatorProcess) -> None:
     """``change_to_job_seconds`` of a deferred trigger runs from the first change it covers."""
     kube.run("create", "configmap", "cfg", "-n", kube.ns, "--from-literal=k=0")
     kube.apply(ctj_body("cool", [configmap_ref(kube, "cfg")], cooldown=f"{COOLDOWN}s"))
     wait_until(baseline_recorded(kube, "cool"), what="baseline")
     kube.patch("configmap", "cfg", {"data": {"k": "1"}})
-    until(lambda: kube.jobs("cool") or None, what="the first Job")
+    wait_jobs(kube, "cool", 1)
     before = scrape(untraced)
     kube.patch("configmap", "cfg", {"data": {"k": "2"}})
     first_change = time.monotonic()  # the PATCH has answered: the watch event follows within moments
@@ -530,11 +549,13 @@ def test_deferred_latency_counts_from_the_first_change(kube: Kube, untraced: Ope
     time.sleep(left - 1.5)
     last_change = time.monotonic()
     kube.patch("configmap", "cfg", {"data": {"k": "3"}})
-    until(lambda: kube.jobs("cool") if len(kube.jobs("cool")) == 2 else None, what="the deferred Job")
-    after = until(
-        lambda: (now := scrape(untraced)) and delta(before, now, "changejob_change_to_job_seconds_count") >= 1 and now,
-        what="the deferred Job's latency sample",
-    )
+    wait_jobs(kube, "cool", 2)
+
+    def sampled() -> Samples | None:
+        now = scrape(untraced)
+        return now if delta(before, now, "changejob_change_to_job_seconds_count") >= 1 else None
+
+    after = until(sampled, what="the deferred Job's latency sample")
     assert delta(before, after, "changejob_change_to_job_seconds_count") == 1
     latency = delta(before, after, "changejob_change_to_job_seconds_sum")
     # The Job came after the last change, so from the first change it took at least the time between
@@ -560,7 +581,7 @@ def test_secret_values_never_leak(kube: Kube, traced: Traced, jaeger: Jaeger) ->
     encoded = base64.b64encode(planted[1].encode()).decode()
     kube.patch("secret", "creds", {"data": {"token": encoded}})
     for name in ("rotate", "rotate-data"):
-        job = until(lambda n=name: next(iter(kube.jobs(n)), None), what=f"the Job of {name}")  # type: ignore[misc]
+        job = wait_jobs(kube, name, 1)[0]
         stored_trace(jaeger, job_trace(job)[0], needs=("watch.event", "ctj.trigger", "POST jobs"))
 
     places = {
@@ -591,7 +612,7 @@ def test_log_lines_name_the_ctj_and_carry_the_trace(kube: Kube, traced: Traced, 
     kube.apply(ctj_body("nightly", [configmap_ref(kube, "app-config")], cooldown="0s"))
     wait_until(baseline_recorded(kube, "nightly"), what="baseline")
     kube.patch("configmap", "app-config", {"data": {"k": "1"}})
-    job = until(lambda: next(iter(kube.jobs("nightly")), None), what="the Job")
+    job = wait_jobs(kube, "nightly", 1)[0]
     trace_id, trigger_span_id = job_trace(job)
     job_name = job["metadata"]["name"]
     qualified = f"{kube.ns}/nightly"
@@ -631,7 +652,7 @@ def test_log_lines_carry_no_trace_ids_when_tracing_is_off(kube: Kube, untraced: 
     kube.apply(ctj_body("nightly", [configmap_ref(kube, "app-config")], cooldown="0s"))
     wait_until(baseline_recorded(kube, "nightly"), what="baseline")
     kube.patch("configmap", "app-config", {"data": {"k": "1"}})
-    job = until(lambda: next(iter(kube.jobs("nightly")), None), what="the Job")
+    job = wait_jobs(kube, "nightly", 1)[0]
     assert "traceparent" not in (job["metadata"].get("annotations") or {})
     created = until(
         lambda: [r for r in json_lines(untraced) if r["msg"].startswith("created job")],

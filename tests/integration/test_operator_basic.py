@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
 import pytest
 import yaml
@@ -157,3 +158,36 @@ def test_many_ctjs_joining_a_running_stream_all_baseline_and_trigger(kube: Kube,
     assert len(kube.jobs("late-7-a")) == 1
     assert len(kube.jobs("late-7-b")) == 1
     assert all(not kube.jobs(n) for n in names if not n.startswith("late-7-"))
+
+
+def test_ctjs_existing_before_start_all_see_their_objects(kube: Kube, operator_factory: Any) -> None:
+    """At start, CTJs subscribe while their stream's first list is running: none may miss its object."""
+    count = 60
+    docs = []
+    for i in range(count):
+        docs.append(
+            yaml.safe_dump(
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"pre-{i}"}, "data": {"k": "0"}}
+            )
+        )
+        docs.append(
+            yaml.safe_dump(
+                ctj_body(
+                    f"pre-{i}",
+                    [{"apiVersion": "v1", "kind": "ConfigMap", "name": f"pre-{i}", "namespace": kube.ns}],
+                    cooldown="0s",
+                )
+            )
+        )
+    kube.run("apply", "-n", kube.ns, "-f", "-", input_="---\n".join(docs))
+    operator_factory()
+
+    def states() -> dict[str, str] | None:
+        ctjs = kube.ctjs()
+        found = {n: ((c.get("status") or {}).get("resourceHashes") or [{}])[0] for n, c in ctjs.items()}
+        if len(found) < count or not all(e.get("state") for e in found.values()):
+            return None
+        return {n: e["state"] for n, e in found.items()}
+
+    seen = wait_until(states, timeout=60, what="every CTJ reported")
+    assert set(seen.values()) == {"Present"}, {n: s for n, s in seen.items() if s != "Present"}

@@ -281,6 +281,9 @@ class Reconciler:
             for type_, reason, message in events:
                 self._writer.event(ctj, type_=type_, reason=reason, message=message)
             self._report_missing(ctj, old, entries)
+            for i, (entry, seen) in enumerate(zip(entries, observed, strict=True)):
+                if seen.origins and not entry["changed"]:
+                    self._registry.covered(key, i, seen)
         self._prune(ctj, spec)
 
     # ------------------------------------------------------------------------------------------------
@@ -511,7 +514,8 @@ def _hashes_moved(old: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) 
 
 def _trace_origin(changed: Sequence[registry.Observed]) -> tuple[Any, list[trace.Link]]:
     """Parent the trigger span on the first change's watch span; link the others (coalesced)."""
-    contexts = [o.span_context for o in changed if o.span_context is not None]
+    origins = sorted((o for seen in changed for o in seen.origins), key=lambda o: o[0])
+    contexts = [ctx for _, ctx in origins if ctx is not None]
     if not contexts:
         return None, []
     parent = trace.set_span_in_context(trace.NonRecordingSpan(contexts[0]))

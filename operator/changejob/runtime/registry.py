@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 PRESENT, MISSING, FORBIDDEN, UNKNOWN = "Present", "Missing", "Forbidden", "Unknown"
 CtjKey = tuple[str, str]
+MAX_ORIGINS = 32  # coalesced changes remembered per subscription (for latency and span links)
 FETCH_ONE_BY_ONE = 8  # more newcomers than this in one collection: one LIST instead of GETs
 
 
@@ -38,8 +39,14 @@ class Observed:
     hash: str | None = None
     message: str = ""
     resource_version: str = ""
-    changed_at: float = 0.0  # monotonic time the change was seen (change-to-Job latency)
-    span_context: Any = None  # the watch span that saw the change (parent of the trigger's trace)
+    # The changes not yet covered by a trigger: (monotonic time seen, watch span context), oldest
+    # first. The oldest gives change-to-Job latency and parents the trigger's trace; the others
+    # become span links (coalesced changes). Cleared by Registry.covered.
+    origins: tuple[tuple[float, Any], ...] = ()
+
+    @property
+    def changed_at(self) -> float:
+        return self.origins[0][0] if self.origins else 0.0
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -63,7 +70,7 @@ class Stream:
         self.by_name: dict[str, set[Subscription]] = {}
         self.synced = False
         self.error: transport.ApiError | None = None
-        self._seen: set[str] = set()
+        self.seen_in_sync: set[str] = set()
         self.stop = threading.Event()
         self.listwatch = watch.ListWatch(
             transport_=registry.transport,
@@ -79,18 +86,18 @@ class Stream:
     # --- watch.Sink -------------------------------------------------------------------------------
     def begin_sync(self) -> None:
         with self._registry.lock:
-            self._seen = set()
+            self.seen_in_sync = set()
 
     def synced_object(self, obj: Mapping[str, Any]) -> None:
         name = obj["metadata"]["name"]
         with self._registry.lock:
-            self._seen.add(name)
+            self.seen_in_sync.add(name)
         self._apply(name, obj)
 
     def end_sync(self) -> None:
         with self._registry.lock:
-            gone = [n for n in self.by_name if n not in self._seen]
-            self._seen = set()
+            gone = [n for n in self.by_name if n not in self.seen_in_sync]
+            self.seen_in_sync = set()
             self.synced = True
             self.error = None
         for name in gone:
@@ -152,7 +159,8 @@ class Stream:
                 context = tracing_context(self, name, [s for s, _ in moved])
                 seen_at = time.monotonic()
                 for sub, new in moved:
-                    sub.observed = dataclasses.replace(new, changed_at=seen_at, span_context=context)
+                    origins = (*sub.observed.origins, (seen_at, context))[-MAX_ORIGINS:]
+                    sub.observed = dataclasses.replace(new, origins=origins)
                     woken.add(sub.ctj)
         for key in woken:
             self._registry.notify(key)
@@ -241,6 +249,11 @@ class Registry:
                         state=FORBIDDEN if stream.error.forbidden else UNKNOWN,
                         message=access_message(stream.error, rtype, stream.namespace),
                     )
+                elif not stream.synced and ref.name in stream.seen_in_sync:
+                    # The running first list already passed this object: read it separately.
+                    sub.pending = True
+                    self._pending.setdefault(stream, set()).add(ref.name)
+                    self._fetch_wake.set()
                 elif stream.synced:
                     twin = next((s for s in group if s.hasher is sub.hasher and not s.pending), None)
                     if twin is not None:  # another CTJ already sees this object through these fields
@@ -252,6 +265,7 @@ class Registry:
                 group.add(sub)
                 subs.append(sub)
             self._subs[ctj] = subs
+            metrics.watched_objects.set(sum(len(s.by_name) for s in self._streams.values()))
 
     def _fetch_loop(self) -> None:
         """First values for subscriptions that joined an already-synced stream.
@@ -360,6 +374,16 @@ class Registry:
                     return None
                 out.append(sub.observed)
             return out
+
+    def covered(self, ctj: CtjKey, index: int, seen: Observed) -> None:
+        """The changes in ``seen`` are accounted for (triggered, reverted or baselined): forget them.
+
+        Only if the subscription still holds exactly ``seen``: a change that arrived meanwhile stays.
+        """
+        with self.lock:
+            subs = self._subs.get(ctj)
+            if subs and index < len(subs) and subs[index].observed is seen and seen.origins:
+                subs[index].observed = dataclasses.replace(seen, origins=())
 
     def wake_all(self, stream: Stream) -> None:
         with self.lock:
