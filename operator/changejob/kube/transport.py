@@ -26,7 +26,7 @@ from changejob.telemetry import metrics, tracing
 USER_AGENT = f"kube-changejob/{__version__}"
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
-DEFAULT_TIMEOUT = (5.0, 30.0)
+DEFAULT_TIMEOUT = (5.0, 15.0)
 
 
 @dataclasses.dataclass(eq=False)
@@ -100,6 +100,10 @@ class Transport:
         if auth and auth.get("value"):
             headers["Authorization"] = str(auth["value"])
         return headers
+
+    def drop_idle_connections(self) -> None:
+        """Close pooled keep-alive connections (after a silent network failure they may be dead)."""
+        self._pool.clear()
 
     def url(self, path: str, query: Mapping[str, Any] | None = None) -> str:
         if not query:

@@ -66,6 +66,7 @@ class ListWatch:
         self._stall_timeout = stall_timeout
         self._page_size = page_size
         self._max_backoff = max_backoff
+        self._backoff = 0.5
         self.name = name or path
         self.resource_version: str | None = None
         self.synced = threading.Event()
@@ -74,13 +75,12 @@ class ListWatch:
 
     def run(self) -> None:
         """The loop: list, then watch and re-watch, relisting only when history is gone."""
-        backoff = 0.5
+        self._backoff = 0.5
         while not self._stop.is_set():
             try:
                 if self.resource_version is None:
                     self._list()
                 self._watch()
-                backoff = 0.5
             except transport.ApiError as exc:
                 if exc.gone:
                     metrics.watch_restarts_total.labels(reason="gone").inc()
@@ -89,6 +89,7 @@ class ListWatch:
                     continue
                 if exc.reason == "Timeout":
                     metrics.watch_stalls_total.inc()
+                    self._t.drop_idle_connections()  # pooled ones may be as dead as this one
                     metrics.watch_restarts_total.labels(reason="stalled").inc()
                     log.warning("watch stalled, restarting", extra={"watch": self.name})
                     continue
@@ -97,14 +98,14 @@ class ListWatch:
                     delay = self._max_backoff
                 else:
                     metrics.watch_restarts_total.labels(reason="error").inc()
-                    delay = backoff
-                    backoff = min(backoff * 2, self._max_backoff)
+                    delay = self._backoff
+                    self._backoff = min(self._backoff * 2, self._max_backoff)
                 log.warning("watch failed: %s; retrying in %.1fs", exc, delay, extra={"watch": self.name})
                 self._stop.wait(delay * random.uniform(0.8, 1.2))
             except Exception:  # keep the stream alive whatever a sink does
                 log.exception("watch loop error", extra={"watch": self.name})
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self._max_backoff)
+                self._stop.wait(self._backoff)
+                self._backoff = min(self._backoff * 2, self._max_backoff)
 
     def _list(self) -> None:
         self.lists += 1
@@ -129,10 +130,15 @@ class ListWatch:
                 return
         self._sink.end_sync()
         self.synced.set()
+        self._backoff = 0.5
 
     def _watch(self) -> None:
         self.watches += 1
-        timeout = int(self._watch_timeout * random.uniform(0.9, 1.1))
+        # The server ends a healthy watch before the stall bound: bookmarks only come when the type
+        # (or etcd progress) moves, so an idle but healthy stream may be silent; ending it cleanly
+        # first means a read that outlasts the stall bound really is a dead connection.
+        longest = max(5.0, min(self._watch_timeout, self._stall_timeout - 15.0))
+        timeout = int(longest * random.uniform(0.85, 1.0))
         query = {
             "watch": "true",
             "allowWatchBookmarks": "true",
@@ -142,6 +148,7 @@ class ListWatch:
         }
         read_timeout = min(self._stall_timeout, timeout + 30.0)
         for line in self._t.stream(self.path, query=query, read_timeout=read_timeout):
+            self._backoff = 0.5  # the stream answers: the next failure starts from a short delay again
             if self._stop.is_set():
                 return
             kind = line.get("type")

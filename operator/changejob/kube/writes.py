@@ -54,6 +54,7 @@ retry_transient = tenacity.retry(
     retry=tenacity.retry_if_exception(_transient),
     wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
     stop=tenacity.stop_after_attempt(5),
+    before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
     reraise=True,
 )
 

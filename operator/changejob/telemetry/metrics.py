@@ -63,7 +63,7 @@ change_to_job_seconds = Histogram(
 # -- watches -----------------------------------------------------------------------------------------
 watch_restarts_total = Counter(
     f"{PREFIX}_watch_restarts_total",
-    "Watch streams restarted, by reason (e.g. expired, error, closed, stalled).",
+    "Watch streams restarted, by reason: gone (history expired, relisted), error, stalled.",
     ["reason"],
     registry=REGISTRY,
 )
