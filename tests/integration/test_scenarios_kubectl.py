@@ -93,8 +93,9 @@ def test_status_commands(kube: Kube, two_jobs: tuple[str, str]) -> None:
     conds = json.loads(jsonpath(kube, "{.status.conditions}"))
     assert {c["type"] for c in conds} == {"Ready", "Available", "Progressing", "Degraded"}
     assert jsonpath(kube, "{.status.lastJobStatus}") == "Failed"
-    triggered = dt.datetime.strptime(jsonpath(kube, "{.status.lastTriggeredTime}"), "%Y-%m-%dT%H:%M:%SZ")
-    assert abs(triggered.replace(tzinfo=dt.UTC) - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
+    # RFC 3339 (with microseconds: the cooldown is measured from it).
+    triggered = dt.datetime.fromisoformat(jsonpath(kube, "{.status.lastTriggeredTime}").replace("Z", "+00:00"))
+    assert abs(triggered - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
 
     described = kube.run("describe", "ctj", NAME, "-n", kube.ns).stdout
     assert f"Name:         {NAME}" in described and failed in described
