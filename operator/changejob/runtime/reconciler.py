@@ -7,6 +7,7 @@ without effect unless something really changed.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -76,6 +77,9 @@ class Reconciler:
         self._clock = clock
         self._recheck = recheck_unknown_kinds
         self._specs: dict[CtjKey, tuple[str, int, api.Spec | api.SpecError]] = {}
+        # Jobs this process created lately: adopting one of them again (its status write failed and
+        # the trigger is retried) is the same trigger, not one skipped in favour of another replica.
+        self._created: collections.deque[str] = collections.deque(maxlen=4096)
 
     # ------------------------------------------------------------------------------------------------
     def reconcile(self, key: CtjKey) -> None:
@@ -321,6 +325,7 @@ class Reconciler:
             if earliest:
                 metrics.change_to_job_seconds.observe(max(0.0, time.monotonic() - earliest))
             self._jobs.record(job)
+            self._created.append(f"{meta['namespace']}/{name}")
         except transport.ApiError as exc:
             if not exc.already_exists:
                 span.record_exception(exc)
@@ -330,7 +335,8 @@ class Reconciler:
             if meta.get("uid") not in owners:
                 raise
             # An earlier attempt (ours or another replica's) created it: adopt what it covered.
-            metrics.triggers_total.labels(result="skipped").inc()
+            if f"{meta['namespace']}/{name}" not in self._created:
+                metrics.triggers_total.labels(result="skipped").inc()
             covered = (job["metadata"].get("annotations") or {}).get(jobs.HASHES_ANNOTATION, "")
             if len(covered.split(",")) == len(entries):
                 hashes = covered.split(",")
