@@ -48,7 +48,7 @@ SERVICE_ACCOUNT = "kube-changejob"
 class Config:
     sizes: tuple[int, ...] = (100, 1000, 10000)
     samples: int = 60
-    spacing: float = 0.25
+    spacing: float = 0.6  # 60 samples x 2 sides span more than one 60 s resync
     idle_small: float = 120.0
     idle_large: float = 300.0  # at sizes >= large_from
     large_from: int = 10000

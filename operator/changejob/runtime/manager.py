@@ -60,6 +60,8 @@ class Manager:
         else:
             self.ownership = ownership.SoleOwner(shard_count=settings.shards)
         self.ctjs = stores.CtjStore(notify=self._enqueue, accept=self._accepts)
+        self.ctjs.on_synced = self._relist_if_wanted
+        self._relist_wanted = False
         self.job_index = stores.JobIndex(notify=self._enqueue)
         self.registry: registry.Registry | None = None
         self.reconciler: reconciler.Reconciler | None = None
@@ -89,10 +91,11 @@ class Manager:
                     self.ctjs.drop(key)
                     if self.reconciler is not None:
                         self.reconciler.forget(key)
-        if gained and any(w.synced.is_set() for w in self._ctj_watches):
-            # Newly owned CTJs were filtered out of the store so far: read them now.
-            for w in self._ctj_watches:
-                self._relist_ctjs(w.path)
+        if gained:
+            # Newly owned CTJs were filtered out of the store so far: read them now, or, while the
+            # first list is still running, as soon as it ends (it may have passed them already).
+            self._relist_wanted = True
+            self._relist_if_wanted()
         log.info(
             "shards changed: +%s -%s (own %d of %d)",
             sorted(gained),
@@ -100,6 +103,17 @@ class Manager:
             len(self.ownership.owned()),
             self.ownership.shards,
         )
+
+    def _relist_if_wanted(self) -> None:
+        if not self._relist_wanted or not all(w.synced.is_set() for w in self._ctj_watches):
+            return
+        self._relist_wanted = False
+        try:
+            for w in self._ctj_watches:
+                self._relist_ctjs(w.path)
+        except transport.ApiError as exc:
+            log.warning("could not read newly owned CTJs (%s); the next resync tries again", exc)
+            self._relist_wanted = True
 
     def _relist_ctjs(self, path: str) -> None:
         cont = None
@@ -233,6 +247,7 @@ class Manager:
         """Safety net: every poll interval, re-check every owned CTJ from memory (no API calls)."""
         period = self.settings.poll_interval.total_seconds()
         while not self.stop_event.wait(period):
+            self._relist_if_wanted()
             for key in self.ctjs.all_keys():
                 self.queue.add(key)
 

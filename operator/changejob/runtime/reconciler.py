@@ -117,7 +117,10 @@ class Reconciler:
             parsed = api.parse_spec(ctj.get("spec") or {})
         except api.SpecError as exc:
             parsed = exc
-        self._specs[key] = (meta.get("uid", ""), meta.get("generation", 0), parsed)
+        # The cache keeps the parsed resources and settings, not the Job template: Jobs are built from
+        # the CTJ object itself, and a template per CTJ would double the memory of 10 000 CTJs.
+        kept = dataclasses.replace(parsed, job_template={}) if isinstance(parsed, api.Spec) else parsed
+        self._specs[key] = (meta.get("uid", ""), meta.get("generation", 0), kept)
         return parsed
 
     def _once(self, key: CtjKey) -> None:
