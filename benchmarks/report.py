@@ -135,6 +135,7 @@ def cluster_tables(res: Mapping[str, Any], machine: Mapping[str, Any]) -> list[s
                 f"{idle['seconds']:.0f}",
                 f"{non_lease:.1f}",
                 f"{idle['operator_lease_per_minute']:.1f}",
+                f"{sum(v for k, v in idle['operator_per_minute'].items() if k.endswith('-events')):.1f}",
                 _top(idle["operator_per_minute"]),
                 f"{all_total:.0f}",
                 f"{bg_total:.0f}",
@@ -152,6 +153,7 @@ def cluster_tables(res: Mapping[str, Any], machine: Mapping[str, Any]) -> list[s
                 "window s",
                 "operator",
                 "Leases",
+                "of which Events",
                 "operator by verb-resource",
                 "all",
                 "all, operator stopped",
@@ -345,9 +347,16 @@ def cluster_tables(res: Mapping[str, Any], machine: Mapping[str, Any]) -> list[s
 
 
 def markdown(results: Mapping[str, Any]) -> str:
+    """Every table as Markdown: each title in bold on a line of its own, a blank line before its table."""
     parts = [machine_line(results["machine"])]
     if "micro" in results:
         parts.extend(micro.tables(results["micro"]))
     if "cluster" in results:
         parts.extend(cluster_tables(results["cluster"], results["machine"]))
-    return "\n".join(parts) + "\n"
+    lines: list[str] = []
+    for line in "\n".join(parts).splitlines():
+        if line and not line.startswith("|"):
+            lines.extend([f"**{line}**", ""])
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"

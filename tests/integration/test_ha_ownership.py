@@ -77,3 +77,32 @@ def test_three_replicas_share_200_ctjs(kube: Kube, operator_factory: Any) -> Non
     for i in (0, 77, 199):
         wait_until(lambda i=i: kube.jobs(f"ctj-{i:03d}"), what=f"job of ctj-{i:03d}")  # type: ignore[misc]
         assert len(kube.jobs(f"ctj-{i:03d}")) == 1
+
+
+def test_ctjs_listed_before_the_shards_are_won_are_not_lost(kube: Kube, operator_factory: Any) -> None:
+    """With election on, a replica wins its shards while the first CTJ list (pages of 500) is running:
+    CTJs of pages read before the win must be read again, not dropped."""
+    count = 1200
+    docs = []
+    for i in range(count):
+        docs.append(
+            yaml.safe_dump(
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm-{i}"}, "data": {"k": "0"}}
+            )
+        )
+        docs.append(
+            yaml.safe_dump(
+                ctj_body(
+                    f"ctj-{i:04d}", [{"apiVersion": "v1", "kind": "ConfigMap", "name": f"cm-{i}", "namespace": kube.ns}]
+                )
+            )
+        )
+    kube.run("apply", "--server-side", "-n", kube.ns, "-f", "-", input_="---\n".join(docs))
+    proc = operator_factory(extra=("--leader-elect=true",), name="solo")
+
+    def handled() -> float | None:
+        value = _gauge(proc.metrics(), "changejob_ctjs")
+        return value if value == count else None
+
+    wait_until(handled, timeout=90, interval=1.0, what=f"all {count} CTJs handled by the one replica")
+    assert _gauge(proc.metrics(), "changejob_watched_objects") == count

@@ -29,6 +29,7 @@ PLURAL = "changetriggeredjobs"
 CTJ_API_VERSION = f"{GROUP}/{VERSION}"
 HASH_KEY_SECRET = "kube-changejob-hash-key"
 EVENT_BACKLOG = 10_000
+EVENT_SENDERS = 4
 
 
 def ctj_path(namespace: str | None = None, name: str | None = None) -> str:
@@ -71,7 +72,7 @@ class Writer:
         self._events: queue.Queue[tuple[dict[str, Any], str, str, str, datetime, otel_context.Context]] = queue.Queue(
             EVENT_BACKLOG
         )
-        self._event_thread: threading.Thread | None = None
+        self._event_threads: list[threading.Thread] = []
 
     @retry_transient
     def get(self, path: str) -> dict[str, Any] | None:
@@ -137,9 +138,11 @@ class Writer:
             otel_context.get_current(),  # so the POST joins the trace of whatever caused the Event
         )
         with self._event_lock:
-            if self._event_thread is None:
-                self._event_thread = threading.Thread(target=self._send_events, name="events", daemon=True)
-                self._event_thread.start()
+            if not self._event_threads:  # a few senders: a burst of baselines is thousands of Events
+                for i in range(EVENT_SENDERS):
+                    thread = threading.Thread(target=self._send_events, name=f"events-{i}", daemon=True)
+                    thread.start()
+                    self._event_threads.append(thread)
         try:
             self._events.put_nowait(item)
         except queue.Full:
@@ -164,8 +167,9 @@ class Writer:
                 self._events.task_done()
 
     def _post_event(self, meta: Mapping[str, Any], *, type_: str, reason: str, message: str, now: datetime) -> None:
-        self._event_seq += 1
-        seq = self._event_seq
+        with self._event_lock:
+            self._event_seq += 1
+            seq = self._event_seq
         stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         body = {
             "apiVersion": "v1",
