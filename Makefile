@@ -70,3 +70,7 @@ demo: venv tools ## The guide's first ChangeTriggeredJob with the operator on th
 .PHONY: bench
 bench: venv tools ## Benchmarks on the local cluster: tables in the output, JSON in benchmarks/results/
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+.PHONY: bench-tracing
+bench-tracing: venv tools ## Change-to-Job latency with tracing (real Jaeger) on vs off
+	$(PY) benchmarks/tracing_overhead.py
