@@ -128,9 +128,8 @@ class ListWatch:
                 break
             if self._stop.is_set():
                 return
-        # Marked synced before the sink hears of it, so the sink's follow-up work sees a synced stream.
-        self.synced.set()
         self._sink.end_sync()
+        self.synced.set()
         self._backoff = 0.5
 
     def _watch(self) -> None:

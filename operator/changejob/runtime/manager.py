@@ -96,6 +96,7 @@ class Manager:
             # first list is still running, as soon as it ends (it may have passed them already).
             self._relist_wanted = True
             self._relist_if_wanted()
+        metrics.ctjs.set(len(self.ctjs.all_keys()))
         log.info(
             "shards changed: +%s -%s (own %d of %d)",
             sorted(gained),
@@ -105,7 +106,7 @@ class Manager:
         )
 
     def _relist_if_wanted(self) -> None:
-        if not self._relist_wanted or not all(w.synced.is_set() for w in self._ctj_watches):
+        if not self._relist_wanted or not self.ctjs.synced.is_set():
             return
         self._relist_wanted = False
         try:
@@ -248,6 +249,7 @@ class Manager:
         period = self.settings.poll_interval.total_seconds()
         while not self.stop_event.wait(period):
             self._relist_if_wanted()
+            metrics.ctjs.set(len(self.ctjs.all_keys()))
             for key in self.ctjs.all_keys():
                 self.queue.add(key)
 
