@@ -454,6 +454,11 @@ class Bench:
                 window = self.idle(ops, self.cfg.ha_idle)
                 # Read after the window: changejob_ctjs is refreshed by reconciles, and the window
                 # (longer than the 60 s resync) contains at least one reconcile of every owned CTJ.
+                exited = {op.identity: op.exit_code() for op in ops if op.exit_code() is not None}
+                if exited:
+                    log(f"HA {replicas}: replicas exited during the window: {exited}; see their logs")
+                    out[str(replicas)] = {"ready_seconds": ready, "exited": exited, "idle": window}
+                    continue
                 per = [
                     {
                         "identity": op.identity,
@@ -481,6 +486,10 @@ class Bench:
                     f"HA {replicas}: "
                     + ", ".join(f"{p['identity']} {p['ctjs']:.0f} CTJs {p['rss_mib']:.0f} MiB" for p in per)
                 )
+            except (OSError, RuntimeError, TimeoutError) as exc:  # a replica died or never got ready
+                exited = {op.identity: op.exit_code() for op in ops if op.exit_code() is not None}
+                log(f"HA {replicas}: {exc}; exited: {exited}")
+                out[str(replicas)] = {"error": str(exc), "exited": exited}
             finally:
                 for op in ops:
                     op.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -101,8 +102,14 @@ class Operator:
                 out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
         return out
 
+    def exit_code(self) -> int | None:
+        """The exit status if the process has ended (negative: killed by that signal), else None."""
+        return None if self.proc is None else self.proc.poll()
+
     def rss_mib(self) -> tuple[float, float]:
-        """(VmRSS, VmHWM) in MiB from /proc/<pid>/status: now and the peak so far."""
+        """(VmRSS, VmHWM) in MiB from /proc/<pid>/status: now and the peak so far; NaN once exited."""
+        if self.exit_code() is not None:
+            return math.nan, math.nan
         values = {}
         with open(f"/proc/{self.pid}/status", encoding="utf-8") as fh:
             for line in fh:
@@ -112,7 +119,9 @@ class Operator:
         return values["VmRSS"], values["VmHWM"]
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the process so far."""
+        """User + system CPU time of the process so far (NaN once it has exited)."""
+        if self.exit_code() is not None:
+            return math.nan
         with open(f"/proc/{self.pid}/stat", encoding="utf-8") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK

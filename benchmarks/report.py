@@ -294,6 +294,10 @@ def cluster_tables(res: Mapping[str, Any], machine: Mapping[str, Any]) -> list[s
             h = ha.get(replicas)
             if not h:
                 continue
+            if "replicas" not in h:  # a replica exited or never became ready
+                problem = h.get("error") or f"exited: {h.get('exited')}"
+                rows.append([replicas, problem, *["-"] * 10])
+                continue
             for p in h["replicas"]:
                 rows.append(
                     [
