@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from typing import Any
 
@@ -191,3 +192,22 @@ def test_ctjs_existing_before_start_all_see_their_objects(kube: Kube, operator_f
 
     seen = wait_until(states, timeout=60, what="every CTJ reported")
     assert set(seen.values()) == {"Present"}, {n: s for n, s in seen.items() if s != "Present"}
+
+
+def _requests(text: str, verb: str, resource: str) -> float:
+    pattern = rf'^changejob_api_requests_total{{resource="{resource}",verb="{verb}"}} ([0-9.e+]+)$'
+    match = re.search(pattern, text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_start_reads_the_ctjs_once(kube: Kube, operator_factory: Any) -> None:
+    """A single replica owns every shard from the start: its first list reads every CTJ, and reading
+    them all again right after (as for shards gained while a list runs) would double the start's cost."""
+    kube.run("create", "configmap", "my-config", "-n", kube.ns, "--from-literal=k=0")
+    kube.run("apply", "-n", kube.ns, "-f", "-", input_=FIRST_TRIGGER.format(ns=kube.ns))
+    proc = operator_factory()
+    wait_until(baseline_recorded(kube, "my-first-trigger"), what="baseline")
+    text = proc.metrics()
+    assert _requests(text, "list", "changetriggeredjobs") == 1.0, text
+    assert _requests(text, "watch", "changetriggeredjobs") >= 1.0
+    assert _requests(text, "update", "changetriggeredjobs/status") >= 1.0

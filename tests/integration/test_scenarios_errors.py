@@ -100,6 +100,42 @@ def test_missing_resource_then_created(kube: Kube, operator: OperatorProcess) ->
     assert [j["metadata"]["annotations"]["changejob.dev/trigger"] for j in jobs] == ["1"]
 
 
+def test_missing_resource_keeps_its_reference_while_another_triggers(kube: Kube, operator: OperatorProcess) -> None:
+    """Any over two ConfigMaps: one is deleted, the other changes (a Job), then the first comes back
+    unchanged. The Job did not see the deleted one, so its return is no change and fires nothing."""
+    kube.run("create", "configmap", "stays", "-n", kube.ns, "--from-literal=k=0")
+    kube.run("create", "configmap", "comes-back", "-n", kube.ns, "--from-literal=k=same")
+    refs = [config_ref(kube, "stays", fields=["data"]), config_ref(kube, "comes-back", fields=["data"])]
+    kube.apply(ctj_body("pair", refs, condition_="Any", cooldown="0s"))
+    wait_until(baseline_recorded(kube, "pair"), what="baseline")
+    reference = kube.ctj("pair")["status"]["resourceHashes"][1]["lastTriggeredHash"]
+
+    kube.run("delete", "configmap", "comes-back", "-n", kube.ns)
+    until(lambda: degraded(kube, "pair", "ResourceMissing"), what="Degraded ResourceMissing")
+    kube.patch("configmap", "stays", {"data": {"k": "1"}})
+
+    def fired() -> dict[str, Any] | None:
+        found = kube.ctj("pair")
+        return found if found["status"].get("triggerCount") == 1 else None
+
+    ctj = until(fired, what="the trigger for the change")
+    missing = ctj["status"]["resourceHashes"][1]
+    assert (missing["state"], missing["hash"], missing["lastTriggeredHash"]) == ("Missing", "absent", reference)
+
+    kube.run("create", "configmap", "comes-back", "-n", kube.ns, "--from-literal=k=same")
+
+    def back() -> dict[str, Any] | None:
+        found = kube.ctj("pair")
+        return found if found["status"]["resourceHashes"][1]["state"] == "Present" else None
+
+    # The entry turns Present in the same reconcile that would decide a trigger.
+    ctj = until(back, what="the ConfigMap seen again")
+    entry = ctj["status"]["resourceHashes"][1]
+    assert entry["hash"] == entry["lastTriggeredHash"] == reference and entry["changed"] is False
+    assert ctj["status"]["triggerCount"] == 1
+    assert len(kube.jobs("pair")) == 1
+
+
 # --------------------------------------------------------------------------------------------------
 # Invalid specs
 

@@ -127,6 +127,7 @@ class Transport:
         """One request; returns the parsed JSON body (None for an empty one) or raises ApiError."""
         payload = None if body is None else orjson.dumps(body)
         headers = self._headers(content_type or (JSON if payload is not None else None))
+        metrics.api_requests_total.labels(*verb_and_resource(method, path)).inc()
         with tracing.api_call(method=method, resource=span_resource or path, namespace=namespace, name=name):
             try:
                 response = self._pool.request(
@@ -151,6 +152,7 @@ class Transport:
         A read that waits longer than ``read_timeout`` raises ApiError(0, "Timeout"): the caller treats
         a silent stream as stalled and re-establishes it.
         """
+        metrics.api_requests_total.labels("watch", verb_and_resource("GET", path)[1]).inc()
         try:
             response = self._pool.request(
                 "GET",
@@ -181,6 +183,24 @@ class Transport:
         finally:
             response.release_conn()
             response.close()
+
+
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def verb_and_resource(method: str, path: str) -> tuple[str, str]:
+    """The API server's verb and resource for a request path (``/apis/g/v/namespaces/ns/r/name/sub``).
+
+    A GET of a collection is ``list``, of one object ``get``; the resource carries its subresource.
+    """
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]
+    resource = "/".join(rest[0:1] + rest[2:3]) or "-"
+    if method == "GET":
+        return ("get" if len(rest) >= 2 else "list"), resource
+    return _VERBS.get(method, method.lower()), resource
 
 
 def error_from(status: int, data: bytes) -> ApiError:

@@ -61,7 +61,13 @@ class Manager:
             self.ownership = ownership.SoleOwner(shard_count=settings.shards)
         self.ctjs = stores.CtjStore(notify=self._enqueue, accept=self._accepts)
         self.ctjs.on_synced = self._relist_if_wanted
+        # Read at scrape time: set from several threads (handover, reconciles), a gauge could be left
+        # holding a count computed just before a concurrent change.
+        metrics.ctjs.set_function(self.ctjs.count)
+        metrics.owned_shards.set_function(lambda: len(self.ownership.owned()))
+        metrics.leader.set_function(lambda: 1 if self.ownership.owned() else 0)
         self._relist_wanted = False
+        self._ctj_lists_started = False
         self.job_index = stores.JobIndex(notify=self._enqueue)
         self.registry: registry.Registry | None = None
         self.reconciler: reconciler.Reconciler | None = None
@@ -83,20 +89,19 @@ class Manager:
         metrics.workqueue_depth.set(len(self.queue))
 
     def _shards_changed(self, gained: set[int], lost: set[int]) -> None:
-        metrics.owned_shards.set(len(self.ownership.owned()))
-        metrics.leader.set(1 if self.ownership.owned() else 0)
         if lost:
             for key in self.ctjs.all_keys():
                 if not self.ownership.owns(key):
                     self.ctjs.drop(key)
                     if self.reconciler is not None:
                         self.reconciler.forget(key)
-        if gained:
+        if gained and self._ctj_lists_started:
             # Newly owned CTJs were filtered out of the store so far: read them now, or, while the
             # first list is still running, as soon as it ends (it may have passed them already).
+            # Shards gained before any CTJ list began (a single replica, or a quick first round) need
+            # nothing: the first list reads their CTJs anyway.
             self._relist_wanted = True
             self._relist_if_wanted()
-        metrics.ctjs.set(len(self.ctjs.all_keys()))
         log.info(
             "shards changed: +%s -%s (own %d of %d)",
             sorted(gained),
@@ -152,6 +157,7 @@ class Manager:
         self._start_servers()
         self.ownership.start(self._shards_changed)
         paths = [writes.ctj_path(ns) for ns in s.namespaces] if s.namespaces else [writes.ctj_path()]
+        self._ctj_lists_started = True  # before any list starts: see _shards_changed
         for path in paths:
             lw = watch.ListWatch(
                 transport_=self.transport,
@@ -242,14 +248,12 @@ class Manager:
             finally:
                 self.queue.done(key)
                 metrics.workqueue_depth.set(len(self.queue))
-                metrics.ctjs.set(len(self.ctjs.all_keys()))
 
     def _resync(self) -> None:
         """Safety net: every poll interval, re-check every owned CTJ from memory (no API calls)."""
         period = self.settings.poll_interval.total_seconds()
         while not self.stop_event.wait(period):
             self._relist_if_wanted()
-            metrics.ctjs.set(len(self.ctjs.all_keys()))
             for key in self.ctjs.all_keys():
                 self.queue.add(key)
 

@@ -63,7 +63,6 @@ from changejob import settings as settings_mod
 from changejob.domain import shards
 from changejob.kube import leases, transport
 from changejob.runtime import ownership
-from changejob.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -377,8 +376,6 @@ class LeaseMembership:
         if not gained and not lost:
             return
         self._owned = owned
-        metrics.owned_shards.set(len(owned))
-        metrics.leader.set(1 if owned else 0)
         log.info("shards: +%s -%s (own %d of %d)", sorted(gained), sorted(lost), len(owned), self.shards)
         try:
             self._on_change(gained, lost)

@@ -344,15 +344,7 @@ class Reconciler:
             if len(covered.split(",")) == len(entries):
                 hashes = covered.split(",")
             created_at = conditions.parse_time(job["metadata"]["creationTimestamp"])
-        for entry, covered_hash in zip(entries, hashes, strict=True):
-            if entry["hash"] == covered_hash:
-                entry["lastTriggeredHash"] = covered_hash
-                for f in entry["fields"]:
-                    f["lastTriggeredHash"] = f["hash"]
-                entry["changed"] = False
-            else:
-                entry["lastTriggeredHash"] = covered_hash
-                entry["changed"] = entry["hash"] != covered_hash
+        cover(entries, hashes)
         status.update(
             triggerCount=sequence,
             lastTriggeredTime=precise_time(created_at),
@@ -475,6 +467,25 @@ class Reconciler:
 def precise_time(moment: datetime) -> str:
     """RFC 3339 with microseconds: the cooldown is measured from this, so it must not be truncated."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def cover(entries: Sequence[dict[str, Any]], hashes: Sequence[str]) -> None:
+    """Move each entry's reference to the hash the new Job covered (``hashes``, one per entry).
+
+    A resource that was not Present when the Job was made (Missing, Forbidden, Unknown: covered as
+    ``absent``) keeps its previous reference: the Job did not see it, and taking ``absent`` as its
+    reference would make its next sighting look like a change and fire a Job nobody asked for.
+    """
+    for entry, covered_hash in zip(entries, hashes, strict=True):
+        if covered_hash == ABSENT:
+            continue
+        entry["lastTriggeredHash"] = covered_hash
+        if entry["hash"] == covered_hash:
+            for f in entry["fields"]:
+                f["lastTriggeredHash"] = f["hash"]
+            entry["changed"] = False
+        else:  # adopted a Job made for an older state: what changed since still counts
+            entry["changed"] = entry["hash"] != ABSENT
 
 
 def _phase_status(phase: str) -> dict[str, Any]:

@@ -69,12 +69,23 @@ class CtjStore:
         with self._lock:
             return list(self._items)
 
+    def count(self) -> int:
+        return len(self._items)
+
     def put(self, obj: Mapping[str, Any]) -> None:
-        """Store a fresher copy (e.g. the answer to our own status write)."""
+        """Replace a held CTJ with a fresher copy (e.g. the answer to our own status write).
+
+        Only a CTJ still held and still accepted is replaced: a status write that returns after its
+        CTJ was dropped (deleted, or its shard handed to another replica meanwhile) must not bring
+        it back, or this replica would keep a CTJ it no longer owns.
+        """
         key = self.key_of(obj)
         with self._lock:
             old = self._items.get(key)
-            if old is not None and old[0] > _rv(obj):
+            if old is None or old[0] > _rv(obj):
+                return
+            if not self.accept(key):
+                del self._items[key]
                 return
             self._store(key, obj)
 
@@ -103,15 +114,17 @@ class CtjStore:
             self.on_synced()
 
     def event(self, kind: str, obj: Mapping[str, Any]) -> None:
+        # ``accept`` is asked under the lock: a shard handover changes ownership first and then drops
+        # the CTJs it lost (``all_keys``, ``drop``), so no event can slip a lost CTJ back in between.
         key = self.key_of(obj)
-        if kind == "DELETED":
-            self.drop(key)
-        elif self.accept(key):
-            with self._lock:
+        with self._lock:
+            if kind == "DELETED":
+                self._items.pop(key, None)
+            elif self.accept(key):
                 self._store(key, obj)
-        else:
-            self.drop(key)
-            return
+            else:
+                self._items.pop(key, None)
+                return
         self._notify(key)
 
     def failed(self, error: Exception) -> None:  # the CTJ watch failing is logged by the watch loop

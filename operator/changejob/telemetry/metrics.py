@@ -131,6 +131,13 @@ lease_writes_total = Counter(
 )
 
 # -- API access --------------------------------------------------------------------------------------
+api_requests_total = Counter(
+    f"{PREFIX}_api_requests_total",
+    "API server requests, by verb (as the API server names them: list, get, watch, create, update, "
+    "patch, delete) and resource (the path's resource, with its subresource: 'changetriggeredjobs/status').",
+    ["verb", "resource"],
+    registry=REGISTRY,
+)
 api_errors_total = Counter(
     f"{PREFIX}_api_errors_total",
     "Failed API server requests, by HTTP status code ('0' when no response was received).",
