@@ -28,6 +28,7 @@ DOCUMENTED = {
     "changejob_owned_shards": "gauge",
     "changejob_leader": "gauge",
     "changejob_lease_writes": "counter",
+    "changejob_api_requests": "counter",
     "changejob_api_errors": "counter",
     "changejob_status_writes": "counter",
 }

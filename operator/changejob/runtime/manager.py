@@ -250,12 +250,17 @@ class Manager:
                 metrics.workqueue_depth.set(len(self.queue))
 
     def _resync(self) -> None:
-        """Safety net: every poll interval, re-check every owned CTJ from memory (no API calls)."""
+        """Safety net: every poll interval, re-check every owned CTJ from memory (no API calls).
+
+        Resync keys queue behind changes (``add_background``), so a change arriving during the resync
+        of 10 000 CTJs is handled next, not after them.
+        """
         period = self.settings.poll_interval.total_seconds()
         while not self.stop_event.wait(period):
             self._relist_if_wanted()
             for key in self.ctjs.all_keys():
-                self.queue.add(key)
+                self.queue.add_background(key)
+            metrics.workqueue_depth.set(len(self.queue))
 
     def run(self) -> None:
         self.start()

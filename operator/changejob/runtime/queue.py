@@ -4,6 +4,9 @@
 - A key being processed is never handed to a second worker; adds meanwhile mark it dirty and it is
   re-queued when the worker is done.
 - ``add_after`` keeps the earliest pending deadline per key (cooldown timers, retries).
+- ``add_background`` queues a key behind every key added with ``add`` (the periodic resync of every
+  CTJ): a watch event's key never waits behind thousands of resync keys, and adding a key already
+  waiting in the background moves it to the front line.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ class WorkQueue(Generic[K]):
         self._cond = threading.Condition()
         self._queue: deque[K] = deque()
         self._queued: set[K] = set()
+        self._background: deque[K] = deque()
+        self._in_background: set[K] = set()
         self._processing: set[K] = set()
         self._dirty: set[K] = set()
         self._timers: list[tuple[float, int, K]] = []
@@ -33,7 +38,7 @@ class WorkQueue(Generic[K]):
 
     def __len__(self) -> int:
         with self._cond:
-            return len(self._queue) + len(self._deadline)
+            return len(self._queue) + len(self._in_background) + len(self._deadline)
 
     def add(self, key: K) -> None:
         with self._cond:
@@ -44,8 +49,18 @@ class WorkQueue(Generic[K]):
             self._dirty.add(key)
             return
         if key not in self._queued:
+            self._in_background.discard(key)  # its stale background entry is skipped by get()
             self._queued.add(key)
             self._queue.append(key)
+            self._cond.notify()
+
+    def add_background(self, key: K) -> None:
+        """Queue ``key`` behind every ``add``ed key, unless it is queued or being processed already."""
+        with self._cond:
+            if key in self._processing or key in self._queued or key in self._in_background:
+                return
+            self._in_background.add(key)
+            self._background.append(key)
             self._cond.notify()
 
     def add_after(self, key: K, delay: float) -> None:
@@ -87,6 +102,12 @@ class WorkQueue(Generic[K]):
                     self._queued.discard(key)
                     self._processing.add(key)
                     return key
+                while self._background:
+                    key = self._background.popleft()
+                    if key in self._in_background:
+                        self._in_background.discard(key)
+                        self._processing.add(key)
+                        return key
                 if self._closed:
                     return None
                 if end is not None:
