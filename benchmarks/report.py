@@ -76,6 +76,8 @@ def cluster_tables(res: Mapping[str, Any], machine: Mapping[str, Any]) -> list[s
 
     rows = []
     for size, r in sizes.items():
+        if "latency" not in r:  # a --memory-only run
+            continue
         lat = r["latency"]
         o, lim = lat["operator"], lat["limit"]
         goal_p99 = GOALS["p99_1000"] if int(size) <= 1000 else GOALS["p99_10000"]
@@ -99,28 +101,29 @@ def cluster_tables(res: Mapping[str, Any], machine: Mapping[str, Any]) -> list[s
                 verdict(ok),
             ]
         )
-    out.append(
-        table(
-            "Change→Job latency, ms (PATCH response → Job seen by a watch; baseline: watch-and-create "
-            "client; goal p99 ≤ 250 ms at 1 000, ≤ 1 s at 10 000, p50 ≤ 2x baseline)",
-            [
-                "CTJs",
-                "n",
-                "p50",
-                "p95",
-                "p99",
-                "max",
-                "base p50",
-                "base p95",
-                "base p99",
-                "p50 ratio",
-                "p99 ratio",
-                "lost",
-                "goal",
-            ],
-            rows,
+    if rows:
+        out.append(
+            table(
+                "Change→Job latency, ms (PATCH response → Job seen by a watch; baseline: watch-and-create "
+                "client; goal p99 ≤ 250 ms at 1 000, ≤ 1 s at 10 000, p50 ≤ 2x baseline)",
+                [
+                    "CTJs",
+                    "n",
+                    "p50",
+                    "p95",
+                    "p99",
+                    "max",
+                    "base p50",
+                    "base p95",
+                    "base p99",
+                    "p50 ratio",
+                    "p99 ratio",
+                    "lost",
+                    "goal",
+                ],
+                rows,
+            )
         )
-    )
 
     rows = []
     for size, r in sizes.items():

@@ -51,6 +51,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--burst", type=int, default=defaults.burst, help="changes in the burst")
     p.add_argument("--burst-at", type=int, default=defaults.burst_at, help="CTJ count at which to burst")
     p.add_argument("--no-ha", action="store_true", help="skip the leader-election runs")
+    p.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="per size only populate, idle, background and restart (memory, idle and restart figures); "
+        "no latency, burst or HA",
+    )
     p.add_argument("--ha-idle", type=float, default=defaults.ha_idle)
     p.add_argument("--cluster", default=defaults.cluster, help="name of the dedicated cluster")
     p.add_argument("--keep-cluster", action="store_true", help="do not delete the cluster at the end")
@@ -82,6 +88,7 @@ def main(argv: list[str]) -> int:
             burst=args.burst,
             burst_at=args.burst_at,
             ha=not args.no_ha,
+            memory_only=args.memory_only,
             ha_idle=args.ha_idle,
             cluster=args.cluster,
             keep_cluster=args.keep_cluster,

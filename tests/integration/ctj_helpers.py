@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -11,6 +12,30 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+
+# The user guide's first ChangeTriggeredJob, as written there (``{ns}``: the test namespace).
+FIRST_TRIGGER = textwrap.dedent("""\
+    apiVersion: triggers.changejob.dev/v1alpha
+    kind: ChangeTriggeredJob
+    metadata:
+      name: my-first-trigger
+    spec:
+      jobTemplate:
+        spec:
+          template:
+            spec:
+              containers:
+              - name: hello
+                image: busybox:latest
+                command: ["sh", "-c", "echo 'ConfigMap changed at:' $(date)"]
+              restartPolicy: Never
+      resources:
+      - apiVersion: v1
+        kind: ConfigMap
+        name: my-config
+        namespace: {ns}
+    """)
 
 
 def wait_until(fn: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.2, what: str = "") -> T:
@@ -135,3 +160,23 @@ def baseline_recorded(kube: Kube, name: str) -> Callable[[], bool]:
         return bool(entries) and all(e.get("lastTriggeredHash") for e in entries)
 
     return check
+
+
+def configmaps_with_ctjs(
+    namespace: str,
+    count: int,
+    *,
+    config: Callable[[int], str],
+    ctjs: Callable[[int], Sequence[str]],
+    cooldown: str | None = None,
+) -> str:
+    """A multi-document manifest: ``count`` ConfigMaps named ``config(i)``, each watched by CTJs ``ctjs(i)``."""
+    docs = []
+    for i in range(count):
+        name = config(i)
+        docs.append(
+            yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "0"}})
+        )
+        ref = [{"apiVersion": "v1", "kind": "ConfigMap", "name": name, "namespace": namespace}]
+        docs.extend(yaml.safe_dump(ctj_body(ctj, ref, cooldown=cooldown)) for ctj in ctjs(i))
+    return "---\n".join(docs)

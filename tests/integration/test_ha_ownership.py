@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from ctj_helpers import Kube, ctj_body, wait_until
+from ctj_helpers import Kube, configmaps_with_ctjs, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -27,23 +27,10 @@ def _gauge(text: str, name: str) -> float:
 
 def test_three_replicas_share_200_ctjs(kube: Kube, operator_factory: Any) -> None:
     count = 200
-    docs = []
-    for i in range(count):
-        docs.append(
-            yaml.safe_dump(
-                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm-{i}"}, "data": {"k": "0"}}
-            )
-        )
-        docs.append(
-            yaml.safe_dump(
-                ctj_body(
-                    f"ctj-{i:03d}",
-                    [{"apiVersion": "v1", "kind": "ConfigMap", "name": f"cm-{i}", "namespace": kube.ns}],
-                    cooldown="0s",
-                )
-            )
-        )
-    kube.run("apply", "-n", kube.ns, "-f", "-", input_="---\n".join(docs))
+    manifest = configmaps_with_ctjs(
+        kube.ns, count, config=lambda i: f"cm-{i}", ctjs=lambda i: [f"ctj-{i:03d}"], cooldown="0s"
+    )
+    kube.run("apply", "-n", kube.ns, "-f", "-", input_=manifest)
     replicas = [operator_factory(extra=ELECTION, name=f"r{i}", wait_ready=False) for i in range(3)]
     for proc in replicas:
         proc.wait_ready(timeout=60)
@@ -89,26 +76,14 @@ def test_ctjs_listed_before_the_shards_are_won_are_not_lost(kube: Kube, operator
     """With election on, a replica wins its shards while the first CTJ list (pages of 500) is running:
     CTJs of pages read before the win must be read again, not dropped."""
     count = 1200
-    docs = []
-    for i in range(count):
-        docs.append(
-            yaml.safe_dump(
-                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm-{i}"}, "data": {"k": "0"}}
-            )
-        )
-        docs.append(
-            yaml.safe_dump(
-                ctj_body(
-                    f"ctj-{i:04d}", [{"apiVersion": "v1", "kind": "ConfigMap", "name": f"cm-{i}", "namespace": kube.ns}]
-                )
-            )
-        )
-    kube.run("apply", "--server-side", "-n", kube.ns, "-f", "-", input_="---\n".join(docs))
+    manifest = configmaps_with_ctjs(kube.ns, count, config=lambda i: f"cm-{i}", ctjs=lambda i: [f"ctj-{i:04d}"])
+    kube.run("apply", "--server-side", "-n", kube.ns, "-f", "-", input_=manifest)
     proc = operator_factory(extra=("--leader-elect=true",), name="solo")
 
-    def handled() -> float | None:
-        value = _gauge(proc.metrics(), "changejob_ctjs")
-        return value if value == count else None
+    def handled() -> tuple[float, float] | None:
+        # Held in the store, then subscribed to their objects by a reconcile each.
+        text = proc.metrics()
+        held, watched = _gauge(text, "changejob_ctjs"), _gauge(text, "changejob_watched_objects")
+        return (held, watched) if held == count and watched == count else None
 
     wait_until(handled, timeout=90, interval=1.0, what=f"all {count} CTJs handled by the one replica")
-    assert _gauge(proc.metrics(), "changejob_watched_objects") == count

@@ -3,36 +3,20 @@
 from __future__ import annotations
 
 import re
-import textwrap
 from typing import Any
 
 import pytest
-import yaml
-from ctj_helpers import Kube, baseline_recorded, condition, ctj_body, wait_until
+from ctj_helpers import (
+    FIRST_TRIGGER,
+    Kube,
+    baseline_recorded,
+    condition,
+    configmaps_with_ctjs,
+    ctj_body,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
-
-FIRST_TRIGGER = textwrap.dedent("""\
-    apiVersion: triggers.changejob.dev/v1alpha
-    kind: ChangeTriggeredJob
-    metadata:
-      name: my-first-trigger
-    spec:
-      jobTemplate:
-        spec:
-          template:
-            spec:
-              containers:
-              - name: hello
-                image: busybox:latest
-                command: ["sh", "-c", "echo 'ConfigMap changed at:' $(date)"]
-              restartPolicy: Never
-      resources:
-      - apiVersion: v1
-        kind: ConfigMap
-        name: my-config
-        namespace: {ns}
-    """)
 
 
 def test_first_trigger_from_the_guide(kube: Kube, operator: object) -> None:
@@ -124,25 +108,11 @@ def test_many_ctjs_joining_a_running_stream_all_baseline_and_trigger(kube: Kube,
     kube.apply(ctj_body("first", [{"apiVersion": "v1", "kind": "ConfigMap", "name": "first", "namespace": kube.ns}]))
     wait_until(baseline_recorded(kube, "first"), what="the stream is up")
     count = 24
-    docs = []
-    for i in range(count):
-        docs.append(
-            yaml.safe_dump(
-                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm-{i}"}, "data": {"k": "0"}}
-            )
-        )
-        # Two CTJs per object with the same fields: the second reuses the first one's hashes.
-        for twin in ("a", "b"):
-            docs.append(
-                yaml.safe_dump(
-                    ctj_body(
-                        f"late-{i}-{twin}",
-                        [{"apiVersion": "v1", "kind": "ConfigMap", "name": f"cm-{i}", "namespace": kube.ns}],
-                        cooldown="0s",
-                    )
-                )
-            )
-    kube.run("apply", "-n", kube.ns, "-f", "-", input_="---\n".join(docs))
+    # Two CTJs per object with the same fields: the second reuses the first one's hashes.
+    manifest = configmaps_with_ctjs(
+        kube.ns, count, config=lambda i: f"cm-{i}", ctjs=lambda i: [f"late-{i}-a", f"late-{i}-b"], cooldown="0s"
+    )
+    kube.run("apply", "-n", kube.ns, "-f", "-", input_=manifest)
     names = [f"late-{i}-{t}" for i in range(count) for t in ("a", "b")]
 
     def baselines() -> dict[str, str] | None:
@@ -164,23 +134,10 @@ def test_many_ctjs_joining_a_running_stream_all_baseline_and_trigger(kube: Kube,
 def test_ctjs_existing_before_start_all_see_their_objects(kube: Kube, operator_factory: Any) -> None:
     """At start, CTJs subscribe while their stream's first list is running: none may miss its object."""
     count = 60
-    docs = []
-    for i in range(count):
-        docs.append(
-            yaml.safe_dump(
-                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"pre-{i}"}, "data": {"k": "0"}}
-            )
-        )
-        docs.append(
-            yaml.safe_dump(
-                ctj_body(
-                    f"pre-{i}",
-                    [{"apiVersion": "v1", "kind": "ConfigMap", "name": f"pre-{i}", "namespace": kube.ns}],
-                    cooldown="0s",
-                )
-            )
-        )
-    kube.run("apply", "-n", kube.ns, "-f", "-", input_="---\n".join(docs))
+    manifest = configmaps_with_ctjs(
+        kube.ns, count, config=lambda i: f"pre-{i}", ctjs=lambda i: [f"pre-{i}"], cooldown="0s"
+    )
+    kube.run("apply", "-n", kube.ns, "-f", "-", input_=manifest)
     operator_factory()
 
     def states() -> dict[str, str] | None:

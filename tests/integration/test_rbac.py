@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from ctj_helpers import Kube, baseline_recorded, condition, ctj_body, wait_until
+from ctj_helpers import FIRST_TRIGGER, Kube, baseline_recorded, condition, ctj_body, wait_until
 from operator_proc import OperatorProcess, free_port
 from rbac_helpers import ChartRbac, Kubectl, chart_operator_args, service_account_kubeconfig, wait_granted
 
@@ -35,28 +35,6 @@ CTJ_RESOURCE = "changetriggeredjobs.triggers.changejob.dev"
 NO_WEBHOOK: dict[str, Any] = {"webhook": {"enabled": False}, "crds": {"install": False}}
 TRIGGER = "changejob.dev/trigger"
 CONFIGMAPS_ONLY = [{"apiGroup": "", "resources": ["configmaps"]}]
-
-FIRST_TRIGGER = textwrap.dedent("""\
-    apiVersion: triggers.changejob.dev/v1alpha
-    kind: ChangeTriggeredJob
-    metadata:
-      name: my-first-trigger
-    spec:
-      jobTemplate:
-        spec:
-          template:
-            spec:
-              containers:
-              - name: hello
-                image: busybox:latest
-                command: ["sh", "-c", "echo 'ConfigMap changed at:' $(date)"]
-              restartPolicy: Never
-      resources:
-      - apiVersion: v1
-        kind: ConfigMap
-        name: my-config
-        namespace: {ns}
-    """)
 
 WEB_APP = textwrap.dedent("""\
     apiVersion: apps/v1

@@ -24,7 +24,7 @@ import xxhash
 
 from changejob.domain import fields
 
-__all__ = ["ABSENT_DIGEST", "ObjectHasher", "canonical", "combine", "digest", "hasher_for"]
+__all__ = ["ABSENT_DIGEST", "ObjectHasher", "canonical", "combine", "digest", "hasher_for", "split_digests"]
 
 ABSENT_DIGEST: Final = "absent"
 """The digest of :data:`fields.ABSENT` (a path that matched nothing), whatever the key."""
@@ -66,6 +66,12 @@ def combine(hashes: Sequence[str]) -> str:
     return _xxh3_128("\n".join(hashes).encode())
 
 
+def split_digests(packed: str) -> tuple[str, list[str]]:
+    """The combined hash and the field digests (in field order) of an ``ObjectHasher.digests`` string."""
+    combined, *per_field = packed.split(" ")
+    return combined, per_field
+
+
 _Result = tuple[tuple[tuple[str, str], ...], str]
 _Extract = Callable[[Mapping[str, Any]], Any]
 
@@ -74,16 +80,19 @@ class ObjectHasher:
     """Hashes the configured fields of an object; built once per (fields, key) and shared.
 
     ``hash(obj)`` returns ``((field, digest), ...)`` in the order the fields were given, and the
-    combined hash of those digests (see :func:`combine`). Like ``FieldPath.extract``, ``hash`` is a
-    function chosen when the hasher is built (one field or several, keyed or not), so a call does no
-    dispatching of its own.
+    combined hash of those digests (see :func:`combine`). ``digests(obj)`` returns the same as one
+    string, the combined hash then each field's digest, space-separated (see :func:`split_digests`):
+    one object instead of a tuple per field, for state kept per watched object. Like
+    ``FieldPath.extract``, both are functions chosen when the hasher is built (one field or several,
+    keyed or not), so a call does no dispatching of its own.
     """
 
-    __slots__ = ("fields", "hash", "keyed")
+    __slots__ = ("digests", "fields", "hash", "keyed")
 
     fields: tuple[str, ...]
     keyed: bool
     hash: Callable[[Mapping[str, Any]], _Result]
+    digests: Callable[[Mapping[str, Any]], str]
 
     def __init__(self, *, fields: Sequence[str], key: bytes | None = None) -> None:
         if isinstance(fields, str):
@@ -97,6 +106,9 @@ class ObjectHasher:
         paths = tuple((name, _compile_path(name).extract) for name in self.fields)
         to_digest = _digest_function(key)
         self.hash = _single_field(*paths[0], to_digest) if len(paths) == 1 else _many_fields(paths, to_digest)
+        self.digests = (
+            _single_field_packed(paths[0][1], to_digest) if len(paths) == 1 else _many_fields_packed(paths, to_digest)
+        )
 
     def __repr__(self) -> str:
         return f"ObjectHasher(fields={self.fields!r}, keyed={self.keyed})"
@@ -116,6 +128,22 @@ def _many_fields(paths: tuple[tuple[str, _Extract], ...], to_digest: Callable[[A
         return pairs, _xxh3_128("\n".join([value for _, value in pairs]).encode())
 
     return hash_many
+
+
+def _single_field_packed(extract: _Extract, to_digest: Callable[[Any], str]) -> Callable[..., str]:
+    def digests_one(obj: Mapping[str, Any]) -> str:
+        value = to_digest(extract(obj))
+        return f"{_xxh3_128(value.encode())} {value}"
+
+    return digests_one
+
+
+def _many_fields_packed(paths: tuple[tuple[str, _Extract], ...], to_digest: Callable[[Any], str]) -> Callable[..., str]:
+    def digests_many(obj: Mapping[str, Any]) -> str:
+        values = [to_digest(extract(obj)) for _, extract in paths]
+        return " ".join([_xxh3_128("\n".join(values).encode()), *values])
+
+    return digests_many
 
 
 def _digest_function(key: bytes | None) -> Callable[[Any], str]:

@@ -10,20 +10,60 @@
 - A stream that stays silent longer than ``stall_timeout`` (no event, no bookmark) is restarted.
 - Errors back off exponentially (capped); a ``403`` is reported to the sink so the CTJs that need the
   collection can say which RBAC rule is missing, and retried slowly.
+- A list page is one large buffer (about 1 MB for 500 CTJs): :func:`large_buffers_off_heap` makes
+  such buffers go back to the system when freed instead of staying in the heap for good, and each
+  page's objects are freed as they are handed over (:func:`hand_over`), before the next page is read.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import random
 import threading
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Protocol
 
 from changejob.kube import transport
 from changejob.telemetry import metrics
 
 log = logging.getLogger(__name__)
+
+_M_MMAP_THRESHOLD: Final = -3  # glibc's mallopt parameter (malloc.h)
+LARGE_BUFFER: Final = 128 * 1024
+
+
+@functools.cache
+def large_buffers_off_heap() -> bool:
+    """Have the C allocator map every block of ``LARGE_BUFFER`` bytes or more on its own.
+
+    By default glibc raises its mmap threshold (up to 32 MiB) each time a mapped block is freed, so
+    after the first list page every later page, response body and their copies are carved from the
+    heap of whichever thread read them; freed, they stay there, spread over per-thread heaps that
+    are never handed back. At 10 000 CTJs that held 20 MiB of resident memory after a restart,
+    about a sixth of the process. A fixed threshold keeps large buffers mapped, and unmapped when
+    freed. Process-wide, idempotent; False where the C library has no ``mallopt`` (not glibc).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, LARGE_BUFFER))
+
+
+def hand_over(items: list[Any], take: Callable[[Any], None]) -> None:
+    """Give each of a list page's ``items`` to ``take``, emptying the list as it goes.
+
+    The list is the only reference to the page's objects, so each is freed as soon as it is taken:
+    the memory of a page goes back while its objects are handled, and the next page is never read
+    while the previous one is still held.
+    """
+    items.reverse()
+    while items:
+        take(items.pop())
 
 
 class Sink(Protocol):
@@ -72,6 +112,7 @@ class ListWatch:
         self.synced = threading.Event()
         self.lists = 0
         self.watches = 0
+        large_buffers_off_heap()
 
     def run(self) -> None:
         """The loop: list, then watch and re-watch, relisting only when history is gone."""
@@ -112,16 +153,8 @@ class ListWatch:
         self._sink.begin_sync()
         cont: str | None = None
         while True:
-            page = self._t.request(
-                "GET",
-                self.path,
-                query={"limit": self._page_size, "continue": cont, "labelSelector": self._selector},
-                span_resource="list",
-                timeout=(5.0, 60.0),
-            )
-            for item in page.get("items") or ():
-                self._sink.synced_object(item)
-            meta = page.get("metadata") or {}
+            items, meta = self._page(cont)
+            hand_over(items, self._sink.synced_object)
             cont = meta.get("continue") or None
             if not cont:
                 self.resource_version = meta.get("resourceVersion")
@@ -131,6 +164,16 @@ class ListWatch:
         self._sink.end_sync()
         self.synced.set()
         self._backoff = 0.5
+
+    def _page(self, cont: str | None) -> tuple[list[Any], Mapping[str, Any]]:
+        page = self._t.request(
+            "GET",
+            self.path,
+            query={"limit": self._page_size, "continue": cont, "labelSelector": self._selector},
+            span_resource="list",
+            timeout=(5.0, 60.0),
+        )
+        return page.get("items") or [], page.get("metadata") or {}
 
     def _watch(self) -> None:
         self.watches += 1

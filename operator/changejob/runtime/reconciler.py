@@ -100,6 +100,10 @@ class Reconciler:
                         self._ctjs.put(fresh)
             self._queue.add_after(key, 1.0)
         finally:
+            if not self._may_act(key):
+                # Its shard went to another replica while this reconcile ran (after the manager had
+                # already forgotten it): drop what this reconcile may have subscribed to again.
+                self.forget(key)
             metrics.reconcile_duration_seconds.observe(time.perf_counter() - started)
 
     def forget(self, key: CtjKey) -> None:

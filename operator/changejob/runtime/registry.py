@@ -5,6 +5,10 @@ that namespace (cluster-scoped types: one stream per type). An event for an obje
 is dropped after its name is read; for a referenced one, each subscription's selected fields are
 hashed (once per distinct field set) and only a moved hash wakes the CTJ. Objects are never kept:
 per subscription only its latest hashes.
+
+What is kept is kept small, since there is one of each per watched object and subscription (20 000
+at 10 000 CTJs): an object's subscriptions are a tuple, and an :class:`Observed` holds its digests as
+one string (see ``hashing.ObjectHasher.digests``) and unpacks ``hash`` and ``fields`` when asked.
 """
 
 from __future__ import annotations
@@ -32,17 +36,32 @@ FETCH_ONE_BY_ONE = 8  # more newcomers than this in one collection: one LIST ins
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Observed:
-    """What is known of one watched resource right now."""
+    """What is known of one watched resource right now.
+
+    ``names`` are the selected fields (the hasher's own tuple, shared) and ``digests`` the combined
+    hash then each field's digest, space-separated; empty unless ``state`` is Present.
+    """
 
     state: str = UNKNOWN
-    fields: tuple[tuple[str, str], ...] = ()
-    hash: str | None = None
+    names: tuple[str, ...] = ()
+    digests: str = ""
     message: str = ""
-    resource_version: str = ""
     # The changes not yet covered by a trigger: (monotonic time seen, watch span context), oldest
     # first. The oldest gives change-to-Job latency and parents the trigger's trace; the others
     # become span links (coalesced changes). Cleared by Registry.covered.
     origins: tuple[tuple[float, Any], ...] = ()
+
+    @property
+    def hash(self) -> str | None:
+        """The combined hash of the selected fields; None unless Present."""
+        return self.digests.partition(" ")[0] if self.digests else None
+
+    @property
+    def fields(self) -> tuple[tuple[str, str], ...]:
+        """``((field, digest), ...)`` in spec order; empty unless Present."""
+        if not self.digests:
+            return ()
+        return tuple(zip(self.names, hashing.split_digests(self.digests)[1], strict=True))
 
     @property
     def changed_at(self) -> float:
@@ -67,7 +86,7 @@ class Stream:
         self._registry = registry
         self.rtype = rtype
         self.namespace = namespace
-        self.by_name: dict[str, set[Subscription]] = {}
+        self.by_name: dict[str, tuple[Subscription, ...]] = {}
         self.synced = False
         self.error: transport.ApiError | None = None
         self.seen_in_sync: set[str] = set()
@@ -133,14 +152,13 @@ class Stream:
         with self._registry.lock:
             subs = self.by_name.get(name)
             if only_pending and subs:
-                subs = {s for s in subs if s.pending}
+                subs = tuple(s for s in subs if s.pending)
             if not subs:
                 return
             for sub in subs:
                 if sub.pending:
                     sub.pending = False
                     woken.add(sub.ctj)  # it waits for this value even if it equals the default
-            rv = "" if obj is None else str(obj["metadata"].get("resourceVersion", ""))
             per_hasher: dict[int, Observed] = {}
             moved: list[tuple[Subscription, Observed]] = []
             for sub in subs:
@@ -149,11 +167,10 @@ class Stream:
                     if obj is None:
                         new = Observed(state=MISSING, message=f"{sub.ref.describe()} not found")
                     else:
-                        fields, combined = sub.hasher.hash(obj)
-                        new = Observed(state=PRESENT, fields=fields, hash=combined, resource_version=rv)
+                        new = Observed(state=PRESENT, names=sub.hasher.fields, digests=sub.hasher.digests(obj))
                     per_hasher[id(sub.hasher)] = new
                 old = sub.observed
-                if (old.state, old.hash, old.fields) != (new.state, new.hash, new.fields):
+                if (old.state, old.digests) != (new.state, new.digests):
                     moved.append((sub, new))
             if moved:
                 context = tracing_context(self, name, [s for s, _ in moved])
@@ -216,7 +233,7 @@ class Registry:
         self._hash_key = hash_key
         self.lock = threading.RLock()
         self._streams: dict[tuple[discovery.ResourceType, str | None], Stream] = {}
-        self._subs: dict[CtjKey, list[Subscription]] = {}
+        self._subs: dict[CtjKey, tuple[Subscription, ...]] = {}
         self._hashers: dict[tuple[tuple[str, ...], bool], hashing.ObjectHasher] = {}
         self._pending: dict[Stream, set[str]] = {}
         self._fetch_wake = threading.Event()
@@ -235,7 +252,7 @@ class Registry:
     def subscribe(self, ctj: CtjKey, wanted: list[tuple[api.ResourceRef, discovery.ResourceType]]) -> None:
         """Make ``ctj``'s subscriptions exactly ``wanted`` (in spec order)."""
         with self.lock:
-            current = self._subs.get(ctj, [])
+            current = self._subs.get(ctj, ())
             if [(s.ref, s.rtype) for s in current] == wanted:
                 return
             self._unsubscribe_locked(ctj)
@@ -243,7 +260,7 @@ class Registry:
             for index, (ref, rtype) in enumerate(wanted):
                 sub = Subscription(ctj=ctj, index=index, ref=ref, rtype=rtype, hasher=self._hasher(ref))
                 stream = self._stream_locked(rtype, ref.namespace if rtype.namespaced else None)
-                group = stream.by_name.setdefault(ref.name, set())
+                group = stream.by_name.get(ref.name, ())
                 if stream.error is not None:
                     sub.observed = Observed(
                         state=FORBIDDEN if stream.error.forbidden else UNKNOWN,
@@ -262,9 +279,9 @@ class Registry:
                         sub.pending = True
                         self._pending.setdefault(stream, set()).add(ref.name)
                         self._fetch_wake.set()
-                group.add(sub)
+                stream.by_name[ref.name] = (*group, sub)
                 subs.append(sub)
-            self._subs[ctj] = subs
+            self._subs[ctj] = tuple(subs)
             metrics.watched_objects.set(sum(len(s.by_name) for s in self._streams.values()))
 
     def _fetch_loop(self) -> None:
@@ -314,6 +331,13 @@ class Registry:
         path = stream.rtype.collection_path(stream.namespace)
         found: set[str] = set()
         cont: str | None = None
+
+        def take(item: Mapping[str, Any]) -> None:
+            name = item["metadata"]["name"]
+            if name in names:
+                found.add(name)
+                stream._apply(name, item, only_pending=True)
+
         while True:
             page = self.transport.request(
                 "GET",
@@ -322,12 +346,10 @@ class Registry:
                 span_resource=stream.rtype.plural,
                 timeout=(5.0, 60.0),
             )
-            for item in page.get("items") or ():
-                name = item["metadata"]["name"]
-                if name in names:
-                    found.add(name)
-                    stream._apply(name, item, only_pending=True)
-            cont = (page.get("metadata") or {}).get("continue") or None
+            items, meta = page.get("items") or [], page.get("metadata") or {}
+            del page
+            watch.hand_over(items, take)
+            cont = meta.get("continue") or None
             if not cont:
                 break
         for name in names - found:
@@ -348,12 +370,14 @@ class Registry:
             self._unsubscribe_locked(ctj)
 
     def _unsubscribe_locked(self, ctj: CtjKey) -> None:
-        for sub in self._subs.pop(ctj, []):
+        for sub in self._subs.pop(ctj, ()):
             stream = self._streams[(sub.rtype, sub.ref.namespace if sub.rtype.namespaced else None)]
             group = stream.by_name.get(sub.ref.name)
             if group is not None:
-                group.discard(sub)
-                if not group:
+                rest = tuple(s for s in group if s is not sub)
+                if rest:
+                    stream.by_name[sub.ref.name] = rest
+                else:
                     del stream.by_name[sub.ref.name]
             if not stream.by_name:  # nobody needs this collection any more
                 stream.stop.set()
