@@ -43,7 +43,8 @@ def large_buffers_off_heap() -> bool:
     heap of whichever thread read them; freed, they stay there, spread over per-thread heaps that
     are never handed back. At 10 000 CTJs that held 20 MiB of resident memory after a restart,
     about a sixth of the process. A fixed threshold keeps large buffers mapped, and unmapped when
-    freed. Process-wide, idempotent; False where the C library has no ``mallopt`` (not glibc).
+    freed. Process-wide, idempotent; called once by the manager before any list. False where the C
+    library has no ``mallopt`` (not glibc).
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -112,7 +113,6 @@ class ListWatch:
         self.synced = threading.Event()
         self.lists = 0
         self.watches = 0
-        large_buffers_off_heap()
 
     def run(self) -> None:
         """The loop: list, then watch and re-watch, relisting only when history is gone."""

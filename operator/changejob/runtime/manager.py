@@ -137,6 +137,7 @@ class Manager:
     # --- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
         s = self.settings
+        watch.large_buffers_off_heap()  # process-wide: before the first list page is read
         key = self.writer.hash_key(namespace=s.leader_election_namespace)
         self.registry = registry.Registry(
             transport_=self.transport,
