@@ -6,7 +6,7 @@
 # so it carries no compiler, no pip and no source tree. It runs as uid/gid 65532 and writes nothing
 # outside /tmp, so it works with readOnlyRootFilesystem (the chart mounts an emptyDir on /tmp).
 
-ARG PYTHON_IMAGE=python:3.12-slim
+ARG PYTHON_IMAGE=python:3.12-slim@sha256:78387bc3881b8273120a12ebe6c1ab22b018ccc2c9adf565ae1ac9b536e184ea
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
@@ -15,10 +15,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY LICENSE requirements.lock ./
 COPY operator/ operator/
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/kube-changejob \
- && /opt/kube-changejob/bin/pip install --only-binary=:all: /wheels/*.whl \
+ && /opt/kube-changejob/bin/pip install --require-hashes --only-binary=:all: -r requirements.lock \
+ && /opt/kube-changejob/bin/pip install --no-deps --no-index /wheels/*.whl && /opt/kube-changejob/bin/pip check \
  && /opt/kube-changejob/bin/pip uninstall --yes pip \
  && /opt/kube-changejob/bin/python -m compileall -q /opt/kube-changejob/lib \
  && /opt/kube-changejob/bin/python -c "import changejob.cli"
@@ -32,6 +34,7 @@ LABEL org.opencontainers.image.title="kube-changejob" \
 RUN python -m pip uninstall --yes pip \
  && rm -rf /root/.cache
 COPY --from=builder /opt/kube-changejob /opt/kube-changejob
+COPY LICENSE /licenses/LICENSE
 ENV PATH=/opt/kube-changejob/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
