@@ -39,8 +39,8 @@ $(VENV_STAMP): pyproject.toml
 # The runtime dependencies, pinned with hashes for `pip install --require-hashes` (the image uses it).
 # uv resolves one universal lock for every platform and Python >= 3.11 (the image runs 3.12 on amd64
 # and arm64), keeping the pins already in the file unless pyproject.toml needs others.
-LOCK_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
-	--custom-compile-command 'make lock' --quiet
+# The file's header records the command as run here: the update bot (.github/renovate.json) reruns it.
+LOCK_COMPILE = $(VENV)/bin/uv pip compile --quiet pyproject.toml --universal --python-version 3.11 --generate-hashes
 
 .PHONY: lock
 lock: venv ## Regenerate requirements.lock (hashed runtime dependencies) from pyproject.toml
@@ -51,7 +51,7 @@ lock: venv ## Regenerate requirements.lock (hashed runtime dependencies) from py
 lock-check: venv ## Fail if requirements.lock is not what `make lock` would write
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[lock]'
 	tmp=$$(mktemp -d) && cp requirements.lock "$$tmp/" && $(LOCK_COMPILE) --output-file "$$tmp/requirements.lock" \
-	  && diff -u requirements.lock "$$tmp/requirements.lock" && rm -rf "$$tmp"
+	  && diff -u <(tail -n +3 requirements.lock) <(tail -n +3 "$$tmp/requirements.lock") && rm -rf "$$tmp"
 
 .PHONY: test
 test: venv tools ## Run the unit and integration tests (boots the local cluster itself)
