@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             leader_elect=config.leader_elect,
         )
     except preflight.Problem as problem:
-        print(f"kube-changejob: {problem.message}", file=sys.stderr)
+        print("kube-changejob: " + " ".join(problem.message.split()), file=sys.stderr)  # one line, always
         return problem.code
     tracing.setup(service_name="kube-changejob")
     mgr = manager.Manager(

@@ -144,7 +144,7 @@ def load_client(*, kubeconfig: str | None, context: str | None) -> k8s_client.Ap
             + ", no ~/.kube/config) and not running in a Pod: "
             "pass --kubeconfig=PATH or set KUBECONFIG to reach a cluster",
         ) from None
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # a file the client cannot parse: any error of its loader means that
         raise Problem(ExitCode.KUBECONFIG, f"cannot read kubeconfig {source} ({exc}): fix the file") from None
 
 

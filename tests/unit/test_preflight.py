@@ -158,3 +158,10 @@ def test_problem_prints_its_message() -> None:
     assert str(problem) == "the CRD is missing: install it"
     assert int(problem.code) == 6
     assert os.EX_OK == preflight.ExitCode.OK
+
+
+def test_unparsable_kubeconfig(tmp_path: Path) -> None:
+    broken = tmp_path / "kc.yaml"
+    broken.write_text("clusters: [unclosed\n")
+    result = run_operator(f"--kubeconfig={broken}", env={"HOME": str(tmp_path)})
+    assert_one_line(result, preflight.ExitCode.KUBECONFIG, f"kubeconfig {broken}", "fix the file")

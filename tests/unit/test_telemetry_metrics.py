@@ -31,6 +31,7 @@ DOCUMENTED = {
     "changejob_api_requests": "counter",
     "changejob_api_errors": "counter",
     "changejob_status_writes": "counter",
+    "changejob_build_info": "gauge",
 }
 
 
