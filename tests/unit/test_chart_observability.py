@@ -350,8 +350,15 @@ def _env(docs: list[Doc]) -> dict[str, Doc]:
     return {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
+OTEL_ON = ("otel.enabled=true", "otel.endpoint=http://collector:4318")
+
+
+def test_otel_resource_attributes_only_with_tracing(helm: str) -> None:
+    assert not {"OTEL_RESOURCE_ATTRIBUTES", "POD_UID", "NODE_NAME"} & set(_env(render(helm)))
+
+
 def test_otel_resource_attributes_from_the_downward_api(helm: str) -> None:
-    env = _env(render(helm))
+    env = _env(render(helm, *OTEL_ON))
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["POD_UID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
@@ -377,6 +384,7 @@ def test_otel_resource_attributes_extra_and_encoded(helm: str) -> None:
     env = _env(
         render(
             helm,
+            *OTEL_ON,
             "otel.resourceAttributes.deployment\\.environment\\.name=prod",
             "otel.resourceAttributes.team=a\\,b",
             "otel.serviceName=ctj",
@@ -395,7 +403,7 @@ def test_the_sdk_reads_the_rendered_attributes(helm: str, monkeypatch: pytest.Mo
     """The value, with the downward API's variables expanded, is what OpenTelemetry's SDK parses."""
     from opentelemetry.sdk import resources
 
-    value = _env(render(helm, "otel.resourceAttributes.team=a\\,b"))["OTEL_RESOURCE_ATTRIBUTES"]["value"]
+    value = _env(render(helm, *OTEL_ON, "otel.resourceAttributes.team=a\\,b"))["OTEL_RESOURCE_ATTRIBUTES"]["value"]
     expanded = (
         value.replace("$(POD_NAMESPACE)", "ops")
         .replace("$(POD_NAME)", "p-1")
