@@ -1,8 +1,8 @@
 {{/*
 OTEL_RESOURCE_ATTRIBUTES of the operator container: the service and where it runs. The k8s.* values
-come from the downward API through the POD_*/NODE_NAME variables set before it (Kubernetes expands
-$(VAR) references to earlier variables); otel.resourceAttributes adds to them, URL-encoded as the
-variable's format requires.
+come from the downward API through the POD_NAMESPACE, POD_NAME, POD_UID and NODE_NAME variables set
+before it (Kubernetes expands $(VAR) references to earlier variables); otel.resourceAttributes adds
+to them, URL-encoded as the variable's format requires.
 */}}
 {{- define "kube-changejob.otelResourceAttributes" -}}
 {{- $attrs := list
