@@ -171,6 +171,7 @@ def test_chart_published_with_the_image_digest_and_installed_from_the_registry(
     assert json.loads(body)["config"]["mediaType"] == "application/vnd.cncf.helm.config.v1+json"
 
     pulled_dir = tmp_path / "pulled"
+    pulled_dir.mkdir()
     run(
         helm_binary,
         "pull",
