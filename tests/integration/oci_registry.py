@@ -24,22 +24,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 from operator_proc import free_port
 
-REPO = Path(__file__).resolve().parents[2]
-TOOLS_BIN = Path(os.environ.get("TOOLS_DIR", REPO / ".tools")) / "bin"
+import helpers
 
 
 def tool(name: str, *, how: str) -> str:
-    """A tool's path; a missing one skips the test locally and fails it in CI."""
-    local = TOOLS_BIN / name
-    found = str(local) if os.access(local, os.X_OK) else shutil.which(name)
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is required in CI ({how})")
-    pytest.skip(f"{name} is not available ({how})")
+    return helpers.pinned_tool(name, how=how)
 
 
 def ensure_debian_package(command: str, package: str) -> str:

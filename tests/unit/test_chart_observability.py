@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+import helpers
 from changejob.telemetry import metrics
 
 pytestmark = pytest.mark.unit
@@ -44,25 +44,14 @@ ALERTS = (
 Doc = dict[str, Any]
 
 
-def _tool(name: str) -> str:
-    """Path of a pinned tool; a missing one skips the test locally but fails it in CI."""
-    local = REPO / ".tools" / "bin" / name
-    found = str(local) if os.access(local, os.X_OK) else shutil.which(name)
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is required in CI (build it with: tools/build.sh {name})")
-    pytest.skip(f"{name} is not built (tools/build.sh {name}); CI builds and runs it")
-
-
 @pytest.fixture(scope="module")
 def helm() -> str:
-    return _tool("helm")
+    return helpers.pinned_tool("helm")
 
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    return _tool("promtool")
+    return helpers.pinned_tool("promtool")
 
 
 def render(helm: str, *sets: str) -> list[Doc]:
@@ -213,27 +202,18 @@ def rules_dir(rule: Doc, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def run_promtool(promtool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_promtool_check_rules(promtool: str, rules_dir: Path) -> None:
-    result = subprocess.run(
-        [promtool, "check", "rules", str(rules_dir / "rules.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_promtool(promtool, "check", "rules", "rules.yaml", cwd=rules_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(ALERTS)} rules found" in result.stdout
 
 
 def test_promtool_test_rules(promtool: str, rules_dir: Path) -> None:
-    result = subprocess.run(
-        [promtool, "test", "rules", "alerts_test.yaml"],
-        cwd=rules_dir,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_promtool(promtool, "test", "rules", "alerts_test.yaml", cwd=rules_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
     tested = set(re.findall(r"alertname: (\w+)", (rules_dir / "alerts_test.yaml").read_text()))
@@ -246,14 +226,7 @@ def test_promtool_test_rules_fails_on_a_broken_alert(promtool: str, rules_dir: P
     assert broken != (rules_dir / "rules.yaml").read_text()
     (tmp_path / "rules.yaml").write_text(broken)
     shutil.copy(rules_dir / "alerts_test.yaml", tmp_path / "alerts_test.yaml")
-    result = subprocess.run(
-        [promtool, "test", "rules", "alerts_test.yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_promtool(promtool, "test", "rules", "alerts_test.yaml", cwd=tmp_path)
     assert result.returncode != 0
     assert "ChangeJobReconcileErrors" in result.stdout + result.stderr
 
