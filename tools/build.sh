@@ -90,6 +90,11 @@ build_jaeger() {
   go build -trimpath -ldflags "-s -w" -o "$1/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger
 }
 
+build_health() {
+  cd "$here/go/health"
+  go build -trimpath -ldflags "-s -w" -o "$1/gitops-health" .
+}
+
 build_actionlint() {
   GOBIN=$1 go install -trimpath -ldflags "-s -w -X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" \
     "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
@@ -104,11 +109,12 @@ one() {
     helm)       install_tool helm "$HELM_VERSION" build_helm helm ;;
     jaeger)     install_tool jaeger "$(key_of "$JAEGER_VERSION" "$here/go/jaeger")" build_jaeger jaeger ;;
     actionlint) install_tool actionlint "$ACTIONLINT_VERSION" build_actionlint actionlint ;;
+    health)     install_tool health "$(key_of "$HEALTH_VERSION" "$here/go/health")" build_health gitops-health ;;
     *) echo "unknown tool: $1" >&2; return 2 ;;
   esac
 }
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(kubernetes etcd kwok helm jaeger actionlint)
+[[ ${#tools[@]} -gt 0 ]] || tools=(kubernetes etcd kwok helm jaeger actionlint health)
 for t in "${tools[@]}"; do ( one "$t" ); done
 log "all tools ready in $TOOLS_DIR/bin"
