@@ -273,8 +273,14 @@ def test_default_install_names(default_docs: list[Doc]) -> None:
         ("Service", "kube-changejob-webhook-service"),
         ("Service", "kube-changejob-metrics-service"),
         ("ValidatingWebhookConfiguration", "kube-changejob-validating-webhook"),
-        ("MutatingWebhookConfiguration", "kube-changejob-mutating-webhook"),
         ("PodDisruptionBudget", "kube-changejob-controller-manager"),
+        ("NetworkPolicy", "kube-changejob-controller-manager"),
+        ("ValidatingAdmissionPolicy", "kube-changejob-ctj-tenancy"),
+        ("ValidatingAdmissionPolicy", "kube-changejob-ctj-tenancy-24"),
+        ("ValidatingAdmissionPolicy", "kube-changejob-ctj-tenancy-48"),
+        ("ValidatingAdmissionPolicyBinding", "kube-changejob-ctj-tenancy"),
+        ("ValidatingAdmissionPolicyBinding", "kube-changejob-ctj-tenancy-24"),
+        ("ValidatingAdmissionPolicyBinding", "kube-changejob-ctj-tenancy-48"),
         ("ClusterRole", "kube-changejob-ctj-admin"),
         ("ClusterRole", "kube-changejob-ctj-editor"),
         ("ClusterRole", "kube-changejob-ctj-viewer"),
@@ -285,7 +291,8 @@ def test_default_install_names(default_docs: list[Doc]) -> None:
         "ClusterRoleBinding",
         "CustomResourceDefinition",
         "ValidatingWebhookConfiguration",
-        "MutatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     }
     for doc in default_docs:
         if doc["kind"] not in cluster_scoped:
@@ -308,11 +315,7 @@ def test_service_names_fit_a_dns_label(helm: str) -> None:
     assert hook["clientConfig"]["service"]["name"] in services
     assert f"--webhook-service={hook['clientConfig']['service']['name']}" in container(docs)["args"]
     args = container(docs)["args"]
-    for kind, flag in (
-        ("ValidatingWebhookConfiguration", "--webhook-config"),
-        ("MutatingWebhookConfiguration", "--webhook-mutating-config"),
-    ):
-        assert f"{flag}={one(docs, kind)['metadata']['name']}" in args
+    assert f"--webhook-config={one(docs, 'ValidatingWebhookConfiguration')['metadata']['name']}" in args
 
 
 # -- the operator Deployment -----------------------------------------------------------------------
@@ -336,7 +339,7 @@ def test_operator_arguments(default_docs: list[Doc]) -> None:
         "--webhook-cert-mode=self-signed",
         "--webhook-service=kube-changejob-webhook-service",
         "--webhook-config=kube-changejob-validating-webhook",
-        "--webhook-mutating-config=kube-changejob-mutating-webhook",
+        "--webhook-tenancy=policy",
     ]
 
 
@@ -348,7 +351,8 @@ def test_operator_arguments_are_accepted_by_the_operator(default_docs: list[Doc]
     assert config.webhook_port == 9443
     assert config.webhook_service == "kube-changejob-webhook-service"
     assert config.webhook_config == "kube-changejob-validating-webhook"
-    assert config.webhook_mutating_config == "kube-changejob-mutating-webhook"
+    assert config.webhook_mutating_config == ""
+    assert config.webhook_tenancy == "policy"
     assert config.namespaces == []
 
 
@@ -437,12 +441,21 @@ def test_pod_disruption_budget_only_with_several_replicas(helm: str, replicas: i
         assert pdbs[0]["spec"]["minAvailable"] == 1
 
 
-def test_optional_network_policy_and_service_monitor(helm: str, default_docs: list[Doc]) -> None:
-    assert not find(default_docs, "NetworkPolicy") and not find(default_docs, "ServiceMonitor")
-    docs = render(helm, "networkPolicy.enabled=true", "serviceMonitor.enabled=true", "metrics.service.enabled=false")
-    policy = one(docs, "NetworkPolicy")
-    assert policy["spec"]["podSelector"]["matchLabels"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
-    assert {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]} == {"webhook", "metrics"}
+def test_network_policy_is_on_and_service_monitor_optional(helm: str, default_docs: list[Doc]) -> None:
+    assert not find(default_docs, "ServiceMonitor")
+    policy = one(default_docs, "NetworkPolicy")
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"]
+        == one(default_docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    )
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress open: the API server's address is unknown
+    assert [[p["port"] for p in rule["ports"]] for rule in policy["spec"]["ingress"]] == [["webhook"], ["metrics"]]
+    assert all("from" not in rule for rule in policy["spec"]["ingress"])
+    apiserver = [{"ipBlock": {"cidr": "10.0.0.0/24"}}]
+    narrowed = render(helm, set_json=[f"networkPolicy.webhookFrom={json.dumps(apiserver)}"])
+    assert one(narrowed, "NetworkPolicy")["spec"]["ingress"][0]["from"] == apiserver
+    assert not find(render(helm, "networkPolicy.enabled=false"), "NetworkPolicy")
+    docs = render(helm, "serviceMonitor.enabled=true", "metrics.service.enabled=false")
     monitor = one(docs, "ServiceMonitor")
     service = one(docs, "Service", "kube-changejob-metrics-service")  # the monitor needs it
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
@@ -452,19 +465,24 @@ def test_optional_network_policy_and_service_monitor(helm: str, default_docs: li
 # -- webhook ---------------------------------------------------------------------------------------
 
 
-def test_webhook_configurations(default_docs: list[Doc]) -> None:
+SPEC_CHANGED = "request.operation == 'CREATE' || object.spec != oldObject.spec"
+
+
+def test_webhook_configuration(default_docs: list[Doc]) -> None:
     service = one(default_docs, "Service", "kube-changejob-webhook-service")
     assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "webhook", "protocol": "TCP"}]
-    for kind, path in (
-        ("ValidatingWebhookConfiguration", "/validate-ctj"),
-        ("MutatingWebhookConfiguration", "/mutate-ctj"),
+    assert not find(default_docs, "MutatingWebhookConfiguration")  # the CRD schema fills the defaults
+    config = one(default_docs, "ValidatingWebhookConfiguration")
+    assert "annotations" not in config["metadata"]
+    references, spec = config["webhooks"]
+    for hook, path, policy in (
+        (references, "/validate-ctj/references", "Fail"),
+        (spec, "/validate-ctj/spec", "Ignore"),
     ):
-        config = one(default_docs, kind)
-        assert "annotations" not in config["metadata"]
-        (hook,) = config["webhooks"]
         assert hook["clientConfig"] == {
             "service": {"name": "kube-changejob-webhook-service", "namespace": NAMESPACE, "path": path, "port": 443}
         }
+        # the spec only: never the status subresource
         assert hook["rules"] == [
             {
                 "apiGroups": ["triggers.changejob.dev"],
@@ -474,10 +492,82 @@ def test_webhook_configurations(default_docs: list[Doc]) -> None:
                 "scope": "Namespaced",
             }
         ]
-        assert hook["failurePolicy"] == "Fail"
+        assert hook["failurePolicy"] == policy
+        assert hook["matchConditions"][0] == {"name": "spec-changed", "expression": SPEC_CHANGED}
         assert hook["sideEffects"] == "None"
         assert hook["admissionReviewVersions"] == ["v1"]
         assert hook["timeoutSeconds"] == 10
+    (_, outside) = references["matchConditions"]
+    assert outside["name"] == "names-a-kind-outside-the-policy-table"
+    assert "'v1/ConfigMap': ['configmaps', 'Namespaced']" in outside["expression"]
+    assert len(spec["matchConditions"]) == 1
+
+
+def test_without_the_admission_policy_the_webhook_checks_every_spec_change(helm: str) -> None:
+    docs = render(helm, "admissionPolicy.enabled=false", "webhook.failurePolicy=Ignore")
+    assert not find(docs, "ValidatingAdmissionPolicy") and not find(docs, "ValidatingAdmissionPolicyBinding")
+    references = one(docs, "ValidatingWebhookConfiguration")["webhooks"][0]
+    assert references["failurePolicy"] == "Fail"  # tenancy must not fail open
+    assert [c["name"] for c in references["matchConditions"]] == ["spec-changed"]
+    assert "--webhook-tenancy=webhook" in container(docs)["args"]
+    role = one(docs, "ClusterRole", "kube-changejob-manager-role")
+    assert verbs_for(role, "authorization.k8s.io", "subjectaccessreviews") == {"create"}
+    lenient = render(helm, "webhook.failurePolicy=Ignore")
+    assert one(lenient, "ValidatingWebhookConfiguration")["webhooks"][0]["failurePolicy"] == "Ignore"
+
+
+def test_admission_policies(default_docs: list[Doc], helm: str) -> None:
+    policies = find(default_docs, "ValidatingAdmissionPolicy")
+    bindings = {b["metadata"]["name"]: b for b in find(default_docs, "ValidatingAdmissionPolicyBinding")}
+    checked: list[int] = []
+    for policy in policies:
+        name = policy["metadata"]["name"]
+        spec = policy["spec"]
+        assert spec["failurePolicy"] == "Fail"
+        assert "paramKind" not in spec  # nothing that could be missing
+        assert spec["matchConstraints"]["resourceRules"] == [
+            {
+                "apiGroups": ["triggers.changejob.dev"],
+                "apiVersions": ["*"],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": ["changetriggeredjobs"],
+            }
+        ]
+        assert spec["matchConditions"] == [{"name": "spec-changed", "expression": SPEC_CHANGED}]
+        assert policy["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert bindings[name]["spec"] == {"policyName": name, "validationActions": ["Deny"]}  # every namespace
+        authorizations = [v["expression"].count(".check(") for v in spec["validations"]]
+        assert max(authorizations) == 1  # the API server allows two per expression
+        assert sum(authorizations) <= 28  # and ~28 per binding
+        checked += [
+            int(i) for v in spec["validations"] for i in re.findall(r"variables\.refs\[(\d+)\]\.group", v["expression"])
+        ]
+    assert sorted(checked) == list(range(64))  # every reference the CRD allows, each once
+    crd = one(default_docs, "CustomResourceDefinition")
+    resources = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["resources"]
+    assert resources["maxItems"] == 64
+    unkept = find(render(helm, "crds.keep=false"), "ValidatingAdmissionPolicy")
+    assert unkept and all("annotations" not in p["metadata"] for p in unkept)
+
+
+def test_admission_policy_kinds_extend_the_table(helm: str) -> None:
+    extra = [{"apiVersion": "example.com/v1", "kind": "Mouse", "resource": "mice", "namespaced": True}]
+    docs = render(helm, set_json=[f"admissionPolicy.kinds={json.dumps(extra)}"])
+    kinds = [v for v in one(docs, "ValidatingAdmissionPolicy", "kube-changejob-ctj-tenancy")["spec"]["variables"]]
+    (table,) = [v["expression"] for v in kinds if v["name"] == "kinds"]
+    assert "'example.com/v1/Mouse': ['mice', 'Namespaced']" in table
+    webhook = one(docs, "ValidatingWebhookConfiguration")["webhooks"][0]["matchConditions"][1]["expression"]
+    assert "'example.com/v1/Mouse': ['mice', 'Namespaced']" in webhook
+    bad = run_helm(
+        helm,
+        "template",
+        "x",
+        str(CHART),
+        "--set-json",
+        'admissionPolicy.kinds=[{"apiVersion": "v1", "kind": "Evil\'"}]',
+        check=False,
+    )
+    assert bad.returncode != 0
 
 
 def test_cert_manager_mode(helm: str) -> None:
@@ -488,8 +578,11 @@ def test_cert_manager_mode(helm: str) -> None:
     assert certificate["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]
     assert "kube-changejob-webhook-service.kube-changejob-system.svc" in certificate["spec"]["dnsNames"]
     ref = f"{NAMESPACE}/{certificate['metadata']['name']}"
-    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
-        assert one(docs, kind)["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == ref
+    assert (
+        one(docs, "ValidatingWebhookConfiguration")["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == ref
+    )
+    role = one(docs, "ClusterRole", "kube-changejob-manager-role")
+    assert not rules_for(role, "admissionregistration.k8s.io", "validatingwebhookconfigurations")  # nothing to patch
     c = container(docs)
     assert "--webhook-cert-mode=cert-manager" in c["args"]
     secret_volumes = [v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"] if "secret" in v]
@@ -507,7 +600,8 @@ def test_cert_manager_mode(helm: str) -> None:
 def test_webhook_disabled_removes_all_of_it(helm: str) -> None:
     docs = render(helm, "webhook.enabled=false", "webhook.certManager.enabled=true")
     kinds = {d["kind"] for d in docs}
-    assert not kinds & {"ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "Certificate", "Issuer"}
+    assert not kinds & {"ValidatingWebhookConfiguration", "Certificate", "Issuer"}
+    assert "ValidatingAdmissionPolicy" in kinds  # tenancy does not depend on the webhook
     assert not find(docs, "Service", "kube-changejob-webhook-service")
     c = container(docs)
     assert not [a for a in c["args"] if a.startswith("--webhook")]
@@ -536,20 +630,17 @@ def test_cluster_wide_rbac_is_least_privilege(default_docs: list[Doc]) -> None:
     # and only their status is written.
     assert verbs_for(role, "batch", "jobs") == {"create", "delete", "get", "list", "watch"}
     assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs") == {"get", "list", "watch"}
-    assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs/status") == {"update", "patch"}
-    assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs/finalizers") == {"update", "patch"}
-    assert verbs_for(role, "", "events") == {"create", "patch"}
-    assert verbs_for(role, "events.k8s.io", "events") == {"create", "patch"}
-    assert verbs_for(role, "authorization.k8s.io", "subjectaccessreviews") == {"create"}
+    assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs/status") == {"update"}
+    assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs/finalizers") == set()
+    assert verbs_for(role, "", "events") == {"create"}
+    assert verbs_for(role, "events.k8s.io", "events") == set()
+    assert verbs_for(role, "authorization.k8s.io", "subjectaccessreviews") == set()  # the policy checks tenancy
     assert verbs_for(role, "", "pods") == set()
     assert verbs_for(role, "coordination.k8s.io", "leases") == set()
-    for kind, name in (
-        ("validatingwebhookconfigurations", "kube-changejob-validating-webhook"),
-        ("mutatingwebhookconfigurations", "kube-changejob-mutating-webhook"),
-    ):
-        (rule,) = rules_for(role, "admissionregistration.k8s.io", kind)
-        assert rule["resourceNames"] == [name]
-        assert set(rule["verbs"]) == {"get", "list", "watch", "patch", "update"}
+    (rule,) = rules_for(role, "admissionregistration.k8s.io", "validatingwebhookconfigurations")
+    assert rule["resourceNames"] == ["kube-changejob-validating-webhook"]
+    assert set(rule["verbs"]) == {"get", "patch"}
+    assert not rules_for(role, "admissionregistration.k8s.io", "mutatingwebhookconfigurations")
     binding = one(default_docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == "kube-changejob-manager-role"
     assert binding["subjects"] == [
@@ -559,16 +650,12 @@ def test_cluster_wide_rbac_is_least_privilege(default_docs: list[Doc]) -> None:
 
 def test_release_namespace_role(default_docs: list[Doc]) -> None:
     role = one(default_docs, "Role", "kube-changejob-leader-election-role", NAMESPACE)
-    assert verbs_for(role, "coordination.k8s.io", "leases") == {
-        "get",
-        "list",
-        "watch",
-        "create",
-        "update",
-        "patch",
-        "delete",
-    }
+    assert verbs_for(role, "coordination.k8s.io", "leases") == {"get", "list", "create", "update", "delete"}
     assert verbs_for(role, "", "secrets") == {"get", "create", "update"}
+    by_name = {name: set(r["verbs"]) for r in rules_for(role, "", "secrets") for name in r.get("resourceNames", [])}
+    assert by_name == {"kube-changejob-hash-key": {"get"}, "kube-changejob-webhook-service-cert": {"get", "update"}}
+    assert verbs_for(role, "", "events") == set()
+    assert verbs_for(role, "batch", "jobs") == set()  # cluster-wide, the ClusterRole covers the dry-run
     binding = one(default_docs, "RoleBinding", "kube-changejob-leader-election-rolebinding", NAMESPACE)
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -612,10 +699,12 @@ def test_namespaced_mode_uses_roles(helm: str) -> None:
         assert verbs_for(role, "apps", "daemonsets") == {"get", "list", "watch"}
         assert verbs_for(role, "", "nodes") == set()
         assert "create" in verbs_for(role, "batch", "jobs")
-        assert verbs_for(role, "", "events") == {"create", "patch"}
+        assert verbs_for(role, "", "events") == {"create"}
         binding = one(docs, "RoleBinding", "kube-changejob-watch-rolebinding", namespace)
         assert binding["roleRef"]["name"] == "kube-changejob-watch-role"
         assert binding["subjects"][0]["namespace"] == NAMESPACE
+    release_role = one(docs, "Role", "kube-changejob-leader-election-role", NAMESPACE)
+    assert verbs_for(release_role, "batch", "jobs") == {"create"}  # the webhook's dry-run of Job templates
     without_nodes = render(
         helm, "watch.namespaces={team-a}", set_json=['watch.resources=[{"apiGroup": "", "resources": ["configmaps"]}]']
     )
