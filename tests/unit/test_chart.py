@@ -553,7 +553,7 @@ def test_admission_policies(default_docs: list[Doc], helm: str) -> None:
 def test_admission_policy_kinds_extend_the_table(helm: str) -> None:
     extra = [{"apiVersion": "example.com/v1", "kind": "Mouse", "resource": "mice", "namespaced": True}]
     docs = render(helm, set_json=[f"admissionPolicy.kinds={json.dumps(extra)}"])
-    kinds = [v for v in one(docs, "ValidatingAdmissionPolicy", "kube-changejob-ctj-tenancy")["spec"]["variables"]]
+    kinds = one(docs, "ValidatingAdmissionPolicy", "kube-changejob-ctj-tenancy")["spec"]["variables"]
     (table,) = [v["expression"] for v in kinds if v["name"] == "kinds"]
     assert "'example.com/v1/Mouse': ['mice', 'Namespaced']" in table
     webhook = one(docs, "ValidatingWebhookConfiguration")["webhooks"][0]["matchConditions"][1]["expression"]

@@ -1,6 +1,7 @@
 // Command health judges Kubernetes objects the way GitOps tools do.
 //
-// It reads one JSON object per line on stdin and writes one JSON line per object with:
+// It reads JSON objects (one after the other, any layout) on stdin and writes one JSON line per
+// object with:
 //   - "kstatus":     sigs.k8s.io/cli-utils/pkg/kstatus/status.Compute (kpt, older Flux)
 //   - "fluxKstatus": github.com/fluxcd/cli-utils/pkg/kstatus/status.Compute (Flux's fork, used by
 //     kustomize-controller and helm-controller for `wait: true`)
@@ -14,6 +15,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 
 	argoappv1 "github.com/argoproj/argo-cd/v3/pkg/apis/application/v1alpha1"
@@ -47,15 +49,19 @@ func main() {
 		}
 		script = string(data)
 	}
-	in := bufio.NewScanner(os.Stdin)
-	in.Buffer(make([]byte, 0, 1<<20), 64<<20)
+	in := json.NewDecoder(bufio.NewReader(os.Stdin))
 	out := json.NewEncoder(os.Stdout)
-	for in.Scan() {
-		if len(in.Bytes()) == 0 {
-			continue
+	for {
+		var raw json.RawMessage
+		if err := in.Decode(&raw); err == io.EOF {
+			return
+		} else if err != nil {
+			fmt.Fprintln(os.Stderr, "invalid JSON:", err)
+			os.Exit(2)
 		}
+		// UnmarshalJSON keeps integers as int64, as the API machinery (and kstatus) expect.
 		obj := &unstructured.Unstructured{}
-		if err := obj.UnmarshalJSON(in.Bytes()); err != nil {
+		if err := obj.UnmarshalJSON(raw); err != nil {
 			fmt.Fprintln(os.Stderr, "invalid object:", err)
 			os.Exit(2)
 		}
@@ -63,10 +69,6 @@ func main() {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}
-	}
-	if err := in.Err(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
 	}
 }
 
