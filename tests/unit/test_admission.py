@@ -250,7 +250,7 @@ def test_job_template_rejected_by_dry_run() -> None:
     response = review(request(obj))
     assert response["status"]["code"] == 400
     assert message(response) == (
-        'spec.jobTemplate: Job.batch "config-sync-x" is invalid: spec.template.spec.containers[0].image: Required value'
+        'spec.jobTemplate: the Job it describes is invalid: spec.template.spec.containers[0].image: Required value'
     )
 
 
@@ -292,7 +292,7 @@ def test_all_errors_are_reported_together() -> None:
         "spec.resources[0]: resource kind does not exist: configmap (v1)",
         'spec.resources[1]: namespace is required for namespaced resources: Secret (v1) "db-creds"',
         'spec.resources[2]: namespace must not be set for cluster-scoped resources: Node (v1) "worker-1"',
-        'spec.jobTemplate: Job.batch "config-sync-x" is invalid: '
+        "spec.jobTemplate: the Job it describes is invalid: "
         'spec.template.spec.restartPolicy: Required value: valid values: "OnFailure", "Never"',
     ]
 
