@@ -250,7 +250,7 @@ def test_job_template_rejected_by_dry_run() -> None:
     response = review(request(obj))
     assert response["status"]["code"] == 400
     assert message(response) == (
-        'spec.jobTemplate: the Job it describes is invalid: spec.template.spec.containers[0].image: Required value'
+        "spec.jobTemplate: the Job it describes is invalid: spec.template.spec.containers[0].image: Required value"
     )
 
 
