@@ -12,7 +12,6 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,11 +26,6 @@ pytestmark = pytest.mark.integration
 
 CTJ = "changetriggeredjobs.triggers.changejob.dev"
 POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
-
-
-@pytest.fixture
-def admin(cluster: Any) -> Kubectl:
-    return Kubectl(binary=Path(cluster.kubectl_path), kubeconfig=Path(cluster.kubeconfig))
 
 
 @pytest.fixture(scope="module")

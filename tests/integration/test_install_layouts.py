@@ -40,11 +40,6 @@ def helm(cluster: Any, tmp_path: Path) -> Helm:
     return Helm(kubeconfig=cluster.kubeconfig, home=tmp_path / "helm")
 
 
-@pytest.fixture
-def admin(cluster: Any) -> Kubectl:
-    return Kubectl(binary=Path(cluster.kubectl_path), kubeconfig=Path(cluster.kubeconfig))
-
-
 def dist_objects() -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(DIST.read_text(encoding="utf-8")) if d]
 
@@ -112,8 +107,11 @@ class Release:
     def install(self) -> None:
         values = {"watch": {"namespaces": [self.namespace]}, "crds": {"install": self.owns_crd}}
         args = ["install", self.name, str(CHART), "--namespace", self.namespace, "--create-namespace"]
-        # The CRD exists already in this cluster (other tests applied it): the owning release adopts it.
+        # The CRD exists already in this shared test cluster, applied by other tests with other label
+        # values: the owning release adopts it and takes those fields over.
         args += ["--take-ownership", "--set-json", f"watch={json.dumps(values['watch'])}"]
+        if self.owns_crd:
+            args.append("--force-conflicts")
         args += ["--set-json", f"crds={json.dumps(values['crds'])}"]
         self.helm(*args)
 
