@@ -525,14 +525,20 @@ def test_admission_policies(default_docs: list[Doc], helm: str) -> None:
         spec = policy["spec"]
         assert spec["failurePolicy"] == "Fail"
         assert "paramKind" not in spec  # nothing that could be missing
-        assert spec["matchConstraints"]["resourceRules"] == [
-            {
-                "apiGroups": ["triggers.changejob.dev"],
-                "apiVersions": ["*"],
-                "operations": ["CREATE", "UPDATE"],
-                "resources": ["changetriggeredjobs"],
-            }
-        ]
+        assert spec["matchConstraints"] == {  # as the API server stores it: adoption sends no change
+            "matchPolicy": "Equivalent",
+            "namespaceSelector": {},
+            "objectSelector": {},
+            "resourceRules": [
+                {
+                    "apiGroups": ["triggers.changejob.dev"],
+                    "apiVersions": ["*"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["changetriggeredjobs"],
+                    "scope": "*",
+                }
+            ],
+        }
         assert spec["matchConditions"] == [{"name": "spec-changed", "expression": SPEC_CHANGED}]
         assert policy["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
         assert bindings[name]["spec"] == {"policyName": name, "validationActions": ["Deny"]}  # every namespace
@@ -758,7 +764,24 @@ def test_dist_install_is_the_chart_plus_namespace(helm: str, default_docs: list[
     namespace = dist[0]
     assert namespace["kind"] == "Namespace" and namespace["metadata"]["name"] == NAMESPACE
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    # the chart's objects, except that kubectl, not Helm, manages them: no managed-by label, which
+    # `helm install --take-ownership` adds later without a field conflict
+    for doc in default_docs:
+        for labels in (
+            doc["metadata"]["labels"],
+            doc.get("spec", {}).get("template", {}).get("metadata", {}).get("labels"),
+        ):
+            if labels:
+                assert labels.pop("app.kubernetes.io/managed-by") == "Helm"
     assert dist[1:] == default_docs
+    assert "managed-by" not in (REPO / "dist" / "install.yaml").read_text(encoding="utf-8")
+
+
+def test_every_field_ref_names_its_api_version(default_docs: list[Doc]) -> None:
+    # the API server fills apiVersion: v1 in; a manifest without it conflicts when Helm adopts it
+    env = container(default_docs)["env"]
+    refs = [e["valueFrom"]["fieldRef"] for e in env if "fieldRef" in e.get("valueFrom", {})]
+    assert refs and all(ref["apiVersion"] == "v1" for ref in refs)
 
 
 def test_kustomization_installs_the_same_objects(default_docs: list[Doc]) -> None:
@@ -783,3 +806,118 @@ def test_notes_tell_the_next_command(helm: str) -> None:
     result = run_helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client")
     notes = result.stdout.split("NOTES:", 1)[1]
     assert f"kubectl -n {NAMESPACE} rollout status deployment/kube-changejob-controller-manager" in notes
+
+
+# -- docs/install.md's RBAC table is the chart's grants, in every mode --------------------------------
+
+INSTALL = REPO / "docs" / "install.md"
+WATCHED = "watch.resources"
+
+Grant = tuple[str, str, str, str, frozenset[str]]  # role, group, resource, resource name, verbs
+
+
+def rbac_table() -> list[tuple[Grant, str]]:
+    """(grant, when) for each row of the RBAC table."""
+    text = INSTALL.read_text(encoding="utf-8")
+    section = text[text.index("## RBAC") : text.index("### Namespaced mode")]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 6 or not cells[0].startswith(("ClusterRole", "Role")):
+            continue
+        role_cell, group, resource_cell, verbs, when, _ = cells
+        role = re.search(r"`<release>-([a-z-]+)`", role_cell)
+        assert role, role_cell
+        named = re.fullmatch(r"`([^`]+)`(?: named `([^`]+)`)?", resource_cell)
+        assert named, resource_cell
+        resource, name = named.group(1), (named.group(2) or "").replace("<release>", RELEASE)
+        kind = "ClusterRole" if role_cell.startswith("ClusterRole") else "Role"
+        grant = (
+            f"{kind} {role.group(1)}",
+            group.strip("`").replace('""', ""),
+            resource,
+            name,
+            frozenset(v.strip() for v in verbs.split(",")),
+        )
+        rows.append((grant, when))
+    assert len(rows) >= 12
+    return rows
+
+
+def applies(when: str, values: Mapping[str, Any]) -> bool:
+    namespaced = bool(values["namespaces"])
+    webhook = values["webhook"]
+    conditions = {
+        "always": True,
+        "cluster-wide": not namespaced,
+        "namespaced": namespaced,
+        "self-signed": webhook and not values["cert_manager"],
+        "no policy": webhook and not values["policy"],
+        "webhook": webhook,
+    }
+    return all(conditions[part.strip()] for part in when.split(","))
+
+
+def granted(docs: list[dict[str, Any]]) -> set[Grant]:
+    out: set[Grant] = set()
+    for doc in docs:
+        if doc["kind"] not in ("ClusterRole", "Role"):
+            continue
+        name = doc["metadata"]["name"]
+        if not name.startswith(f"{RELEASE}-") or name.startswith(f"{RELEASE}-ctj-"):
+            continue  # the aggregated user roles are not the operator's
+        role = f"{doc['kind']} {name.removeprefix(RELEASE + '-')}"
+        for rule in doc["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for resource_name in rule.get("resourceNames") or [""]:
+                        out.add((role, group, resource, resource_name, frozenset(rule["verbs"])))
+    return out
+
+
+WATCH = [
+    {"apiGroup": "", "resources": ["configmaps", "secrets"]},
+    {"apiGroup": "", "resources": ["nodes"], "clusterScoped": True},
+    {"apiGroup": "apps", "resources": ["deployments", "statefulsets", "daemonsets"]},
+]
+MODES = [
+    {"namespaces": [], "webhook": True, "cert_manager": False, "policy": True},
+    {"namespaces": ["team-a"], "webhook": True, "cert_manager": False, "policy": True},
+    {"namespaces": [], "webhook": True, "cert_manager": False, "policy": False},
+    {"namespaces": ["team-a"], "webhook": True, "cert_manager": True, "policy": True},
+    {"namespaces": [], "webhook": False, "cert_manager": False, "policy": True},
+]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(f"{k}={v}" for k, v in m.items()))
+def test_the_install_docs_rbac_table_is_what_the_chart_grants(helm: str, mode: Mapping[str, Any]) -> None:
+    sets = [
+        f"webhook.enabled={str(mode['webhook']).lower()}",
+        f"webhook.certManager.enabled={str(mode['cert_manager']).lower()}",
+        f"admissionPolicy.enabled={str(mode['policy']).lower()}",
+    ]
+    if mode["namespaces"]:
+        sets.append(f"watch.namespaces={{{','.join(mode['namespaces'])}}}")
+    actual = granted(render(helm, *sets))
+    watched = {
+        (group, resource, bool(entry.get("clusterScoped")))
+        for entry in WATCH
+        for group in [entry["apiGroup"]]
+        for resource in entry["resources"]
+    }
+    watch_role = "ClusterRole manager-role" if not mode["namespaces"] else "Role watch-role"
+    expected: set[Grant] = set()
+    for (role, group, resource, name, verbs), when in rbac_table():
+        if resource == WATCHED:
+            if applies(when, mode):
+                expected |= {(role, g, r, "", verbs) for g, r, cluster in watched if not cluster}
+            continue
+        if applies(when, mode):
+            expected.add((role, group, resource, name, verbs))
+    # types marked clusterScoped are granted by the ClusterRole in every mode
+    expected |= {
+        ("ClusterRole manager-role", g, r, "", frozenset({"get", "list", "watch"})) for g, r, c in watched if c
+    }
+    assert watch_role in {g[0] for g in actual}
+    extra, missing = sorted(actual - expected), sorted(expected - actual)
+    assert actual == expected, f"granted, not in the table: {extra}\nin the table, not granted: {missing}"
