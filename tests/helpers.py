@@ -9,10 +9,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
+
+import pytest
 
 T = TypeVar("T")
 
@@ -36,6 +39,17 @@ class ClusterChoice:
     backend: str
     name: str
     kubeconfig: pathlib.Path | None = None
+
+
+def pinned_tool(name: str) -> str:
+    """Path of a pinned tool (.tools/bin, else PATH); a missing one skips the test locally, fails it in CI."""
+    local = TOOLS_BIN / name
+    found = str(local) if os.access(local, os.X_OK) else shutil.which(name)
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is required in CI (build it with: tools/build.sh)")
+    pytest.skip(f"{name} is not built (tools/build.sh; `make test` builds every pinned tool)")
 
 
 def choose_cluster(*, kubeconfig_option: str | None, backend_option: str) -> ClusterChoice:

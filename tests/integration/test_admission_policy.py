@@ -321,32 +321,17 @@ def test_gitops_writes_succeed_with_the_operator_stopped(
     }
     admin("apply", "-n", namespace, "-f", "-", input_=yaml.safe_dump(tracked))
     admin("label", CTJ, "app-sync", "-n", namespace, "app.kubernetes.io/instance=apps")
-    admin(
-        "patch",
-        CTJ,
-        "app-sync",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"metadata": {"finalizers": ["example.com/x"]}}',
-    )
+
+    def merge_patch(body: dict[str, Any], *extra: str) -> None:
+        admin("patch", CTJ, "app-sync", "-n", namespace, *extra, "--type=merge", "-p", json.dumps(body))
+
+    merge_patch({"metadata": {"finalizers": ["example.com/x"]}})
     owner = admin("get", "configmap", "kube-root-ca.crt", "-n", namespace, "-o", "jsonpath={.metadata.uid}").stdout
     reference = {"apiVersion": "v1", "kind": "ConfigMap", "name": "kube-root-ca.crt", "uid": owner}
-    admin(
-        "patch",
-        CTJ,
-        "app-sync",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        json.dumps({"metadata": {"ownerReferences": [reference]}}),
-    )
-    status = '{"status": {"observedGeneration": 1}}'
-    admin("patch", CTJ, "app-sync", "-n", namespace, "--subresource=status", "--type=merge", "-p", status)
+    merge_patch({"metadata": {"ownerReferences": [reference]}})
+    merge_patch({"status": {"observedGeneration": 1}}, "--subresource=status")
     # A spec change to a known kind needs no replica: the policy checks it, the advice is skipped.
-    admin("patch", CTJ, "app-sync", "-n", namespace, "--type=merge", "-p", '{"spec": {"cooldown": "5s"}}')
+    merge_patch({"spec": {"cooldown": "5s"}})
     # Invalid specs are still refused with the guide's message, by the CRD.
     kind_patch = [{"op": "replace", "path": "/spec/resources/0/kind", "value": "configmap"}]
     lower = admin("patch", CTJ, "app-sync", "-n", namespace, "--type=json", "-p", json.dumps(kind_patch), check=False)
@@ -359,5 +344,5 @@ def test_gitops_writes_succeed_with_the_operator_stopped(
     assert unknown.returncode != 0
     assert "failed calling webhook" in unknown.stderr and "references.changetriggeredjobs" in unknown.stderr
     # and deleting needs nobody either
-    admin("patch", CTJ, "app-sync", "-n", namespace, "--type=merge", "-p", '{"metadata": {"finalizers": null}}')
+    merge_patch({"metadata": {"finalizers": None}})
     admin("delete", CTJ, "app-sync", "-n", namespace, "--wait=true", "--timeout=30s")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -23,6 +22,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+import helpers
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +36,7 @@ Kubectl = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def helm_binary() -> str:
-    local = REPO / ".tools" / "bin" / "helm"
-    found = str(local) if os.access(local, os.X_OK) else shutil.which("helm")
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail("helm is required in CI (build it with: tools/build.sh helm)")
-    pytest.skip("helm is not built (tools/build.sh helm)")
+    return helpers.pinned_tool("helm")
 
 
 def unique(prefix: str) -> str:

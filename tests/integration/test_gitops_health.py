@@ -11,9 +11,6 @@ then, and against the documented one as soon as the object carries that conditio
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,29 +22,12 @@ from operator_proc import OperatorProcess
 from rbac_helpers import ChartRbac
 from test_rbac import CONFIGMAPS_ONLY, cluster_wide
 
+from gitops_health import judge
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 STATES: dict[str, dict[str, Any]] = yaml.safe_load((REPO / "docs" / "health-states.yaml").read_text())["states"]
-LUA = REPO / "docs" / "argocd-health.lua"
-
-
-def checker() -> str:
-    local = REPO / ".tools" / "bin" / "gitops-health"
-    found = str(local) if os.access(local, os.X_OK) else shutil.which("gitops-health")
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail("gitops-health is required in CI (build it with: tools/build.sh health)")
-    pytest.skip("gitops-health is not built (tools/build.sh health)")
-
-
-def judge(obj: dict[str, Any]) -> dict[str, dict[str, str]]:
-    out = subprocess.run(
-        [checker(), "-lua", str(LUA)], input=json.dumps(obj), capture_output=True, text=True, timeout=60, check=True
-    ).stdout
-    verdict: dict[str, dict[str, str]] = json.loads(out)
-    return verdict
 
 
 def expected_kstatus(state: str, obj: dict[str, Any]) -> str:

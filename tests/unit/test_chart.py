@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+import helpers
 
 pytestmark = pytest.mark.unit
 
@@ -31,13 +32,7 @@ Doc = dict[str, Any]
 
 def _tool(name: str) -> str:
     """Path of a pinned tool; a missing one skips the test locally but fails it in CI."""
-    local = REPO / ".tools" / "bin" / name
-    found = str(local) if os.access(local, os.X_OK) else shutil.which(name)
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is required in CI (build it with: tools/build.sh {name})")
-    pytest.skip(f"{name} is not built (tools/build.sh {name}); CI builds and runs it")
+    return helpers.pinned_tool(name)
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,15 @@ live objects in every state; these cases cover the script's branches on objects 
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from gitops_health import judge
 
 pytestmark = pytest.mark.unit
 
@@ -47,25 +45,6 @@ def test_the_documented_health_check_is_the_shipped_file() -> None:
     configmaps = [doc for block in yaml_blocks() for doc in yaml.safe_load_all(block) if doc.get("kind") == "ConfigMap"]
     (configmap,) = configmaps
     assert configmap["data"][HEALTH_KEY] == HEALTH.read_text(encoding="utf-8")
-
-
-def checker() -> str:
-    """The pinned gitops-health tool; a missing one skips locally (`make unit`) and fails in CI."""
-    local = REPO / ".tools" / "bin" / "gitops-health"
-    found = str(local) if os.access(local, os.X_OK) else shutil.which("gitops-health")
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail("gitops-health is required in CI (build it with: tools/build.sh health)")
-    pytest.skip("gitops-health is not built (tools/build.sh health; `make test` builds it)")
-
-
-def judge(obj: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-    out = subprocess.run(
-        [checker(), "-lua", str(HEALTH)], input=json.dumps(obj), capture_output=True, text=True, check=True, timeout=60
-    ).stdout
-    verdict: dict[str, dict[str, str]] = json.loads(out)
-    return verdict
 
 
 def health(obj: Mapping[str, Any]) -> tuple[str, str]:
