@@ -199,6 +199,11 @@ def test_a_user_cannot_reference_a_secret_of_another_namespace_it_cannot_read(
         assert policies.create("dave", own).returncode == 0
         policies.grant("dave", verbs="get", resource="secrets", names="db", namespace=other)
         wait_until(lambda: policies.create("dave", steal).returncode == 0, what="dave's CTJ once he may read db")
+        # a cluster-scoped object takes a cluster-wide grant
+        node = ctj_body("node", [{"apiVersion": "v1", "kind": "Node", "name": "kwok-node-0"}])
+        result = policies.create("dave", node)
+        assert result.returncode != 0
+        assert 'user "dave" may not get nodes "kwok-node-0"' in result.stderr
     finally:
         admin("delete", "namespace", other, "--wait=false", check=False)
 
