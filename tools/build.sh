@@ -90,6 +90,11 @@ build_jaeger() {
   go build -trimpath -ldflags "-s -w" -o "$1/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger
 }
 
+build_health() {
+  cd "$here/go/health"
+  go build -trimpath -ldflags "-s -w" -o "$1/gitops-health" .
+}
+
 build_actionlint() {
   GOBIN=$1 go install -trimpath -ldflags "-s -w -X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" \
     "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
@@ -122,11 +127,12 @@ one() {
     actionlint) install_tool actionlint "$ACTIONLINT_VERSION" build_actionlint actionlint ;;
     registry)   install_tool registry "$(key_of "$REGISTRY_VERSION" "$here/go/registry")" build_registry registry ;;
     promtool)   install_tool promtool "$(key_of "$PROMETHEUS_VERSION" "$here/go/prometheus")" build_promtool promtool ;;
+    health)     install_tool health "$(key_of gomod "$here/go/health")" build_health gitops-health ;;
     *) echo "unknown tool: $1" >&2; return 2 ;;
   esac
 }
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(kubernetes etcd kwok helm jaeger actionlint registry promtool)
+[[ ${#tools[@]} -gt 0 ]] || tools=(kubernetes etcd kwok helm jaeger actionlint registry promtool health)
 for t in "${tools[@]}"; do ( one "$t" ); done
 log "all tools ready in $TOOLS_DIR/bin"

@@ -102,10 +102,21 @@ class Settings(BaseSettings):
         "kube-changejob-validating-webhook", description="ValidatingWebhookConfiguration whose caBundle is kept current"
     )
     webhook_mutating_config: str = Field(
-        "kube-changejob-mutating-webhook", description="MutatingWebhookConfiguration whose caBundle is kept current"
+        "", description="a MutatingWebhookConfiguration whose caBundle to maintain too (none: the CRD defaults specs)"
     )
     webhook_extra_sans: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated extra DNS names of the self-signed serving certificate"
+    )
+    webhook_tenancy: Literal["policy", "webhook"] = Field(
+        "policy",
+        description="who checks that a CTJ's author may do what it asks: the chart's ValidatingAdmissionPolicy "
+        "(policy), or this webhook with SubjectAccessReviews (webhook, for clusters without the policy API)",
+    )
+    webhook_client_ca_file: str = Field(
+        "", description="require webhook callers to present a client certificate signed by this CA (PEM file)"
+    )
+    webhook_client_names: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="with a client CA: the certificate names (CN or DNS) allowed to call"
     )
 
     @field_validator(
@@ -123,7 +134,7 @@ class Settings(BaseSettings):
             return api.parse_duration(value)
         return value
 
-    @field_validator("namespaces", "webhook_extra_sans", mode="before")
+    @field_validator("namespaces", "webhook_extra_sans", "webhook_client_names", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         if isinstance(value, str):

@@ -21,6 +21,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client import exceptions as kube_exceptions
 from operator_fixtures import *  # noqa: F403 - registers the operator fixtures (crd, kube, operator, ...)
+from rbac_fixtures import *  # noqa: F403 - registers admin, admin_kube, chart_rbac, chart_operator
 
 import helpers
 
