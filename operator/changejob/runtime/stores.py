@@ -1,13 +1,13 @@
 """In-memory views fed by watches: the CTJs this replica handles and the Jobs they created.
 
 The CTJ store keeps each CTJ without managedFields (the reconciler needs its spec, status and
-resourceVersion). The Job index keeps per CTJ only name, phase, trigger sequence and creation time
-of each of its Jobs — enough for ``lastJobStatus`` and for pruning without a single list request.
+resourceVersion). The Job index keeps per CTJ only a ``jobs.JobView`` of each of its Jobs (name,
+phase, trigger sequence, creation time, owner) — enough for ``lastJobStatus`` and for pruning
+without a single list request. A relist drops what it no longer returns (``watch.Relist``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -15,9 +15,10 @@ from typing import Any
 
 import orjson
 
-from changejob.domain import jobs
+from changejob.domain import api, bodies, jobs
+from changejob.kube import watch
 
-CtjKey = tuple[str, str]
+CtjKey = api.CtjKey
 
 
 def slim(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,7 +64,7 @@ class CtjStore:
         self.accept = accept
         self._lock = threading.Lock()
         self._items: dict[CtjKey, tuple[int, bytes]] = {}
-        self._seen: set[CtjKey] = set()
+        self._relist: watch.Relist[CtjKey] = watch.Relist()
         self.synced = threading.Event()
         self.on_synced: Callable[[], None] | None = None
 
@@ -73,12 +74,12 @@ class CtjStore:
         # One string object per namespace however many CTJs (and watch events) name it.
         return (sys.intern(meta["namespace"]), meta["name"])
 
-    def get(self, key: CtjKey) -> dict[str, Any] | None:
+    def get(self, key: CtjKey) -> bodies.Ctj | None:
         with self._lock:
             found = self._items.get(key)
         if found is None:
             return None
-        obj: dict[str, Any] = unpack(found[1])
+        obj: bodies.Ctj = unpack(found[1])
         return obj
 
     def _store(self, key: CtjKey, obj: Mapping[str, Any]) -> None:
@@ -114,16 +115,18 @@ class CtjStore:
 
     # watch.Sink
     def begin_sync(self) -> None:
-        self._seen = set()
+        with self._lock:
+            self._relist.begin()
 
     def synced_object(self, obj: Mapping[str, Any]) -> None:
         key = self.key_of(obj)
-        self._seen.add(key)
+        with self._lock:
+            self._relist.saw(key)
         self.event("ADDED", obj)
 
     def end_sync(self) -> None:
         with self._lock:
-            gone = [k for k in self._items if k not in self._seen]
+            gone = self._relist.end(list(self._items))
             for key in gone:
                 del self._items[key]
         for key in gone:
@@ -157,26 +160,17 @@ def _rv(obj: Mapping[str, Any]) -> int:
         return 0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class JobInfo:
-    name: str
-    phase: jobs.JobPhase
-    sequence: int
-    created: str
-    owner_uid: str
-
-
 class JobIndex:
     """Jobs labelled ``changejob.dev/owner``, grouped by owning CTJ."""
 
     def __init__(self, *, notify: Callable[[CtjKey], None]) -> None:
         self._notify = notify
         self._lock = threading.Lock()
-        self._by_ctj: dict[CtjKey, dict[str, JobInfo]] = {}
-        self._seen: set[tuple[CtjKey, str]] = set()
+        self._by_ctj: dict[CtjKey, dict[str, jobs.JobView]] = {}
+        self._relist: watch.Relist[tuple[CtjKey, str]] = watch.Relist()
         self.synced = threading.Event()
 
-    def jobs_of(self, key: CtjKey) -> list[JobInfo]:
+    def jobs_of(self, key: CtjKey) -> list[jobs.JobView]:
         with self._lock:
             return list(self._by_ctj.get(key, {}).values())
 
@@ -191,22 +185,23 @@ class JobIndex:
         return (meta.get("namespace", ""), owner) if owner else None
 
     def begin_sync(self) -> None:
-        self._seen = set()
+        with self._lock:
+            self._relist.begin()
 
     def synced_object(self, obj: Mapping[str, Any]) -> None:
         key = self._key(obj)
         if key is not None:
-            self._seen.add((key, obj["metadata"]["name"]))
+            with self._lock:
+                self._relist.saw((key, obj["metadata"]["name"]))
         self.event("ADDED", obj)
 
     def end_sync(self) -> None:
-        touched = set()
         with self._lock:
-            for key, group in self._by_ctj.items():
-                for name in [n for n in group if (key, n) not in self._seen]:
-                    del group[name]
-                    touched.add(key)
-        for key in touched:
+            held = [(key, name) for key, group in self._by_ctj.items() for name in group]
+            gone = self._relist.end(held)
+            for key, name in gone:
+                del self._by_ctj[key][name]
+        for key in {key for key, _ in gone}:
             self._notify(key)
         self.synced.set()
 
@@ -214,8 +209,7 @@ class JobIndex:
         key = self._key(obj)
         if key is None:
             return
-        meta = obj["metadata"]
-        name = meta["name"]
+        name = obj["metadata"]["name"]
         with self._lock:
             group = self._by_ctj.setdefault(key, {})
             if kind == "DELETED":
@@ -223,21 +217,10 @@ class JobIndex:
                 if not group:
                     del self._by_ctj[key]
             else:
-                try:
-                    sequence = int((meta.get("annotations") or {}).get(jobs.TRIGGER_ANNOTATION, "0"))
-                except ValueError:
-                    sequence = 0
-                owners = [o.get("uid", "") for o in meta.get("ownerReferences") or () if o.get("controller")]
-                info = JobInfo(
-                    name=name,
-                    phase=jobs.job_phase(obj),
-                    sequence=sequence,
-                    created=str(meta.get("creationTimestamp") or ""),
-                    owner_uid=owners[0] if owners else "",
-                )
-                if group.get(name) == info:
+                view = jobs.view(obj)
+                if group.get(name) == view:
                     return
-                group[name] = info
+                group[name] = view
         if notify:
             self._notify(key)
 
