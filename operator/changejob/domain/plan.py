@@ -97,6 +97,17 @@ class Plan:
         return Event("Normal", "JobsPruned", f"deleted {len(self.prune)} old job(s): {names}")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Acted:
+    """What the decision does: a Job (and its view, for status and pruning), Events, a requeue."""
+
+    job: NewJob | None = None
+    made: jobs.JobView | None = None
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None
+    outcome: str | None = None
+
+
 @dataclasses.dataclass(slots=True)
 class _Assessment:
     entries: list[bodies.ResourceHash]
@@ -124,33 +135,20 @@ def plan(
     status["resourceHashes"] = assessed.entries
     status["observedGeneration"] = int(meta.get("generation") or 0)
     status.setdefault("triggerCount", 0)
-    events: list[Event] = []
-    if assessed.baselined:
-        events.append(Event("Normal", "BaselineRecorded", "recorded baseline of " + ", ".join(assessed.baselined)))
-    known = list(jobs_)
-    job: NewJob | None = None
-    outcome: str | None = None
-    requeue_after: float | None = None
-    if isinstance(decision, triggers.Trigger):
-        job = _trigger(meta, spec, status, decision.changed, adopted, now)
-        events += _trigger_events(job)
-        made = adopted.job if adopted is not None else jobs.JobView(job.name, "Active", job.sequence, "", meta["uid"])
-        known = [j for j in known if j.name != job.name] + [made]
-    elif isinstance(decision, triggers.Defer):
-        outcome, deferred = _defer(spec, old, status, decision)
-        events += deferred
-        requeue_after = max(0.0, (decision.until - now).total_seconds()) + DEFER_SLACK
+    acted = _act(meta, spec, old, status, decision, adopted, now)
+    known = [j for j in jobs_ if acted.made is None or j.name != acted.made.name]
+    known += [acted.made] if acted.made is not None else []
     _job_status(status, known)
-    status["conditions"] = _conditions(spec, status, observed, decision, int(meta.get("generation") or 0), now)
-    events += _missing_events(old, assessed.entries)
+    status["conditions"] = _conditions(spec, status, observed, decision, status["observedGeneration"], now)
+    baseline = [Event("Normal", "BaselineRecorded", "recorded baseline of " + ", ".join(assessed.baselined))]
     return Plan(
         status=status,
         decision=decision,
-        job=job,
-        events=tuple(events),
+        job=acted.job,
+        events=(*(baseline if assessed.baselined else ()), *acted.events, *_missing_events(old, assessed.entries)),
         prune=_prune(spec, meta.get("uid", ""), known),
-        requeue_after=requeue_after,
-        outcome=outcome,
+        requeue_after=acted.requeue_after,
+        outcome=acted.outcome,
         settled=tuple(i for i, entry in enumerate(assessed.entries) if not entry["changed"]),
     )
 
@@ -209,6 +207,26 @@ def _decide(spec: api.Spec, old: bodies.CtjStatus, assessed: _Assessment, now: d
         last_triggered=conditions.parse_time(last) if last else None,
         now=now,
     )
+
+
+def _act(
+    meta: bodies.ObjectMeta,
+    spec: api.Spec,
+    old: bodies.CtjStatus,
+    status: bodies.CtjStatus,
+    decision: triggers.Decision,
+    adopted: Adopted | None,
+    now: datetime.datetime,
+) -> _Acted:
+    if isinstance(decision, triggers.Trigger):
+        job = _trigger(meta, spec, status, decision.changed, adopted, now)
+        made = adopted.job if adopted is not None else jobs.JobView(job.name, "Active", job.sequence, "", meta["uid"])
+        return _Acted(job=job, made=made, events=tuple(_trigger_events(job)))
+    if isinstance(decision, triggers.Defer):
+        outcome, events = _defer(spec, old, status, decision)
+        wait = max(0.0, (decision.until - now).total_seconds()) + DEFER_SLACK
+        return _Acted(events=tuple(events), requeue_after=wait, outcome=outcome)
+    return _Acted()
 
 
 def _trigger(

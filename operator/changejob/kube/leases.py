@@ -68,31 +68,31 @@ def duration_seconds(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
 
-def role(lease: Mapping[str, Any]) -> str:
+def role(lease: Lease) -> str:
     return str(((lease.get("metadata") or {}).get("labels") or {}).get(ROLE_LABEL) or "")
 
 
-def name_of(lease: Mapping[str, Any]) -> str:
+def name_of(lease: Lease) -> str:
     return str(lease["metadata"]["name"])
 
 
-def resource_version(lease: Mapping[str, Any]) -> str:
+def resource_version(lease: Lease) -> str:
     return str(lease["metadata"].get("resourceVersion") or "")
 
 
-def holder(lease: Mapping[str, Any] | None) -> str:
+def holder(lease: Lease | None) -> str:
     """The holder identity, ``""`` for a released (or absent) Lease."""
     if lease is None:
         return ""
     return str((lease.get("spec") or {}).get("holderIdentity") or "")
 
 
-def lease_seconds(lease: Mapping[str, Any], default: float) -> float:
+def lease_seconds(lease: Lease, default: float) -> float:
     value = (lease.get("spec") or {}).get("leaseDurationSeconds")
     return float(value) if isinstance(value, int) and value > 0 else default
 
 
-def shard_number(lease: Mapping[str, Any]) -> int | None:
+def shard_number(lease: Lease) -> int | None:
     """The shard a shard Lease stands for, or None if the Lease is not a well-formed shard Lease."""
     labels = (lease.get("metadata") or {}).get("labels") or {}
     value = str(labels.get(SHARD_LABEL) or "")
@@ -228,14 +228,14 @@ class Leases:
             raise
         return lease
 
-    def create(self, lease: Mapping[str, Any]) -> Lease:
-        return self._write("POST", resources.LEASE.path(self.namespace), lease)
+    def create(self, lease: Lease) -> Lease:
+        return self._write("POST", None, lease)
 
-    def update(self, lease: Mapping[str, Any]) -> Lease:
+    def update(self, lease: Lease) -> Lease:
         """PUT with the lease's resourceVersion: raises ApiError(conflict) if it changed meanwhile."""
-        return self._write("PUT", resources.LEASE.path(self.namespace, name_of(lease)), lease)
+        return self._write("PUT", name_of(lease), lease)
 
-    def delete(self, lease: Mapping[str, Any]) -> None:
+    def delete(self, lease: Lease) -> None:
         """Delete ``lease`` if it is still the version given; gone already counts as deleted."""
         body = {
             "kind": "DeleteOptions",
@@ -243,21 +243,22 @@ class Leases:
             "preconditions": {"resourceVersion": resource_version(lease)},
         }
         try:
-            self._write("DELETE", resources.LEASE.path(self.namespace, name_of(lease)), body, name=name_of(lease))
+            self._write("DELETE", name_of(lease), body)
         except transport.ApiError as exc:
             if not exc.not_found:
                 raise
 
-    def _write(self, method: str, url: str, body: Mapping[str, Any], *, name: str | None = None) -> Lease:
+    def _write(self, method: str, name: str | None, body: Mapping[str, Any]) -> Lease:
+        """``method`` on the Lease ``name`` (None: the collection) with ``body``; counted."""
         try:
             out: Lease = self._t.request(
                 method,
-                url,
+                resources.LEASE.path(self.namespace, name),
                 body=body,
                 timeout=self._timeout,
                 span_resource="leases",
                 namespace=self.namespace,
-                name=name or name_of(body),
+                name=name or str(body["metadata"]["name"]),
             )
         except transport.ApiError as exc:
             metrics.lease_writes_total.labels(

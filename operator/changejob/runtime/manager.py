@@ -25,7 +25,6 @@ from changejob.runtime import controller, executor, ownership, queue, reconciler
 from changejob.telemetry import metrics, probes, tracing
 
 log = logging.getLogger(__name__)
-CtjKey = api.CtjKey
 
 
 class Service(Protocol):
@@ -55,7 +54,7 @@ class Manager:
         self.api_client = transport_.api_client
         self.writer = writes.Writer(self.transport, instance=settings.identity)
         self.discovery = discovery.Discovery(self.transport)
-        self.queue: queue.WorkQueue[CtjKey] = queue.WorkQueue(depth_gauge=metrics.workqueue_depth)
+        self.queue: queue.WorkQueue[api.CtjKey] = queue.WorkQueue(depth_gauge=metrics.workqueue_depth)
         self.ownership: ownership.Ownership
         if settings.leader_elect:
             from changejob.runtime import membership  # Lease traffic only when asked for
@@ -77,7 +76,7 @@ class Manager:
         self.job_index = stores.JobIndex(notify=self._enqueue)
         self.subscriptions: subscriptions.Subscriptions | None = None
         self.reconciler: reconciler.Reconciler | None = None
-        self.controller: controller.Controller[CtjKey] | None = None
+        self.controller: controller.Controller[api.CtjKey] | None = None
         self._threads: list[threading.Thread] = []
         self._servers: list[probes.Server] = []
         self._start_webhook = webhook
@@ -85,15 +84,15 @@ class Manager:
         self._ctj_watches: list[watch.ListWatch] = []
 
     # --- routing ----------------------------------------------------------------------------------
-    def _accepts(self, key: CtjKey) -> bool:
+    def _accepts(self, key: api.CtjKey) -> bool:
         if self.settings.namespaces and key[0] not in self.settings.namespaces:
             return False
         return self.ownership.owns(key)
 
-    def _enqueue(self, key: CtjKey) -> None:
+    def _enqueue(self, key: api.CtjKey) -> None:
         self.queue.add(key)
 
-    def _forget(self, key: CtjKey) -> None:
+    def _forget(self, key: api.CtjKey) -> None:
         self.ctjs.drop(key)
         if self.reconciler is not None:
             self.reconciler.forget(key)

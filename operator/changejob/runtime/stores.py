@@ -18,8 +18,6 @@ import orjson
 from changejob.domain import api, bodies, jobs
 from changejob.kube import watch
 
-CtjKey = api.CtjKey
-
 
 def slim(obj: Mapping[str, Any]) -> dict[str, Any]:
     """A copy without the bulky metadata the operator never reads."""
@@ -59,22 +57,22 @@ class CtjStore:
     the memory of everything else together.
     """
 
-    def __init__(self, *, notify: Callable[[CtjKey], None], accept: Callable[[CtjKey], bool]) -> None:
+    def __init__(self, *, notify: Callable[[api.CtjKey], None], accept: Callable[[api.CtjKey], bool]) -> None:
         self._notify = notify
         self.accept = accept
         self._lock = threading.Lock()
-        self._items: dict[CtjKey, tuple[int, bytes]] = {}
-        self._relist: watch.Relist[CtjKey] = watch.Relist()
+        self._items: dict[api.CtjKey, tuple[int, bytes]] = {}
+        self._relist: watch.Relist[api.CtjKey] = watch.Relist()
         self.synced = threading.Event()
         self.on_synced: Callable[[], None] | None = None
 
     @staticmethod
-    def key_of(obj: Mapping[str, Any]) -> CtjKey:
+    def key_of(obj: Mapping[str, Any]) -> api.CtjKey:
         meta = obj["metadata"]
         # One string object per namespace however many CTJs (and watch events) name it.
         return (sys.intern(meta["namespace"]), meta["name"])
 
-    def get(self, key: CtjKey) -> bodies.Ctj | None:
+    def get(self, key: api.CtjKey) -> bodies.Ctj | None:
         with self._lock:
             found = self._items.get(key)
         if found is None:
@@ -82,10 +80,10 @@ class CtjStore:
         obj: bodies.Ctj = unpack(found[1])
         return obj
 
-    def _store(self, key: CtjKey, obj: Mapping[str, Any]) -> None:
+    def _store(self, key: api.CtjKey, obj: Mapping[str, Any]) -> None:
         self._items[key] = (_rv(obj), pack(slim(obj)))
 
-    def all_keys(self) -> list[CtjKey]:
+    def all_keys(self) -> list[api.CtjKey]:
         with self._lock:
             return list(self._items)
 
@@ -109,7 +107,7 @@ class CtjStore:
                 return
             self._store(key, obj)
 
-    def drop(self, key: CtjKey) -> None:
+    def drop(self, key: api.CtjKey) -> None:
         with self._lock:
             self._items.pop(key, None)
 
@@ -163,14 +161,14 @@ def _rv(obj: Mapping[str, Any]) -> int:
 class JobIndex:
     """Jobs labelled ``changejob.dev/owner``, grouped by owning CTJ."""
 
-    def __init__(self, *, notify: Callable[[CtjKey], None]) -> None:
+    def __init__(self, *, notify: Callable[[api.CtjKey], None]) -> None:
         self._notify = notify
         self._lock = threading.Lock()
-        self._by_ctj: dict[CtjKey, dict[str, jobs.JobView]] = {}
-        self._relist: watch.Relist[tuple[CtjKey, str]] = watch.Relist()
+        self._by_ctj: dict[api.CtjKey, dict[str, jobs.JobView]] = {}
+        self._relist: watch.Relist[tuple[api.CtjKey, str]] = watch.Relist()
         self.synced = threading.Event()
 
-    def jobs_of(self, key: CtjKey) -> list[jobs.JobView]:
+    def jobs_of(self, key: api.CtjKey) -> list[jobs.JobView]:
         with self._lock:
             return list(self._by_ctj.get(key, {}).values())
 
@@ -179,7 +177,7 @@ class JobIndex:
         self.event("ADDED", job, notify=False)
 
     @staticmethod
-    def _key(job: Mapping[str, Any]) -> CtjKey | None:
+    def _key(job: Mapping[str, Any]) -> api.CtjKey | None:
         meta = job.get("metadata") or {}
         owner = (meta.get("labels") or {}).get(jobs.OWNER_LABEL)
         return (meta.get("namespace", ""), owner) if owner else None

@@ -95,6 +95,11 @@ class Collection:
         if not hashers:
             return
         values = {key: _observe(sub, obj) for key, sub in hashers.items()}  # the costly part: unlocked
+        for key in self._commit(name, values, only_pending=only_pending):
+            self._notify(key)
+
+    def _commit(self, name: str, values: Mapping[int, Observed], *, only_pending: bool) -> set[api.CtjKey]:
+        """Give each subscription of ``name`` its new value (by hasher); the CTJs to wake."""
         woken: set[api.CtjKey] = set()
         with self._lock:
             moved: list[tuple[Subscription, Observed]] = []
@@ -114,8 +119,7 @@ class Collection:
                     origins = (*sub.observed.origins, (seen_at, context))[-MAX_ORIGINS:]
                     sub.observed = dataclasses.replace(new, origins=origins)
                     woken.add(sub.ctj)
-        for key in woken:
-            self._notify(key)
+        return woken
 
     def synced(self) -> None:
         with self._lock:
