@@ -44,9 +44,9 @@ HASHES_ANNOTATION: Final = "changejob.dev/hashes"
 TRACEPARENT_ANNOTATION: Final = "traceparent"
 
 JobPhase = Literal["Active", "Succeeded", "Failed"]
-ACTIVE: Final = "Active"
-SUCCEEDED: Final = "Succeeded"
-FAILED: Final = "Failed"
+ACTIVE: Final[JobPhase] = "Active"
+SUCCEEDED: Final[JobPhase] = "Succeeded"
+FAILED: Final[JobPhase] = "Failed"
 
 MAX_NAME_LENGTH: Final = 63  # a Job's name is also a label value on its Pods
 SUFFIX_LENGTH: Final = 10
@@ -161,10 +161,10 @@ def job_phase(job: Mapping[str, Any]) -> JobPhase:
     found = (job.get("status") or {}).get("conditions") or ()
     true_types = {c.get("type") for c in found if isinstance(c, Mapping) and c.get("status") == "True"}
     if any(kind in true_types for kind in _SUCCESS_CONDITIONS):
-        return "Succeeded"
+        return SUCCEEDED
     if any(kind in true_types for kind in _FAILURE_CONDITIONS):
-        return "Failed"
-    return "Active"
+        return FAILED
+    return ACTIVE
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -172,7 +172,7 @@ class JobView:
     """What the operator knows of one Job it made (the runtime's Job index keeps one per Job)."""
 
     name: str
-    phase: JobPhase = "Active"
+    phase: JobPhase = ACTIVE
     sequence: int = -1  # the trigger annotation; -1 when absent or not a number
     created: str = ""  # creationTimestamp as sent by the server
     owner_uid: str = ""  # the uid of its controlling owner

@@ -138,8 +138,6 @@ class ListWatch:
         self.name = name or path
         self.resource_version: str | None = None
         self.synced = threading.Event()
-        self.lists = 0
-        self.watches = 0
 
     def run(self) -> None:
         """The loop: list, then watch and re-watch, relisting only when history is gone."""
@@ -176,7 +174,6 @@ class ListWatch:
                 self._backoff = min(self._backoff * 2, self._max_backoff)
 
     def _list(self) -> None:
-        self.lists += 1
         self._sink.begin_sync()
         pages = self._t.list_pages(
             self.path, query={"labelSelector": self._selector}, page_size=self._page_size, span_resource="list"
@@ -192,7 +189,6 @@ class ListWatch:
         self._backoff = 0.5
 
     def _watch(self) -> None:
-        self.watches += 1
         # The server ends a healthy watch before the stall bound: bookmarks only come when the type
         # (or etcd progress) moves, so an idle but healthy stream may be silent; ending it cleanly
         # first means a read that outlasts the stall bound really is a dead connection.

@@ -240,10 +240,6 @@ class Manager:
             and self.ownership.joined()
         )
 
-    @property
-    def probe_ports(self) -> list[int]:
-        return [s.port for s in self._servers]
-
     def _workers_alive(self) -> bool:
         return self.controller is None or time.monotonic() - self.controller.last_loop < 120
 

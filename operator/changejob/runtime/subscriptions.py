@@ -311,7 +311,7 @@ class Subscriptions:
         self._hashers: dict[tuple[tuple[str, ...], bool], hashing.ObjectHasher] = {}
         self.fetcher = Fetcher(streams_of=self._streams.get, clock=clock)
         if start:
-            threading.Thread(target=self.fetcher.run, name="registry-fetch", daemon=True).start()
+            threading.Thread(target=self.fetcher.run, name="fetch-newcomers", daemon=True).start()
 
     def subscribe(self, ctj: api.CtjKey, wanted: Wanted) -> None:
         """Make ``ctj``'s subscriptions exactly ``wanted`` (in spec order)."""
