@@ -165,7 +165,7 @@ class Manager:
             "on" if s.leader_elect else "off",
         )
 
-    def _build(self, *, hash_key: bytes | None, start_streams: bool = True) -> None:
+    def _build(self, *, hash_key: bytes | None) -> None:
         """The subscriptions, the reconciler and its executor, the controller (no thread started)."""
         s = self.settings
         self.subscriptions = subscriptions.Subscriptions(
@@ -174,7 +174,6 @@ class Manager:
             hash_key=hash_key,
             watch_timeout=s.watch_timeout.total_seconds(),
             stall_timeout=s.watch_stall_timeout.total_seconds(),
-            start=start_streams,
         )
         self.reconciler = reconciler.Reconciler(
             ctjs=self.ctjs,
