@@ -7,7 +7,8 @@ Every write of a CTJ's Job, status or Events goes through :meth:`Writer._write` 
 right before the request is sent, it says whether this replica may still act for that CTJ (its shard
 is still held and freshly renewed); when it says no, nothing is sent and :class:`Fenced` is raised.
 The fence is asked once per write, before the first attempt; asking it before every attempt of
-``retry_transient`` too means calling it at the top of ``_send``.
+``retry_transient`` too is one line: ``check(fence, ...)`` at the top of ``_send``, which is handed
+the fence for that reason.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def unfenced() -> bool:
 
 class Fenced(Exception):  # noqa: N818  (a refusal, not an error of the server)
     """A write was not sent: its fence said this replica may no longer act for the object."""
+
+
+def check(fence: Fence, what: str) -> None:
+    """Raise :class:`Fenced` unless ``fence`` allows the write ``what``."""
+    if not fence():
+        raise Fenced(f"{what}: this replica may no longer act for the object")
 
 
 def _transient(exc: BaseException) -> bool:
@@ -130,12 +137,13 @@ class Writer:
 
     def _write(self, method: str, path: str, *, fence: Fence, **options: Any) -> Any:
         """The one path of every write: ``fence`` is asked right before the request is sent."""
-        if not fence():
-            raise Fenced(f"{method} {path}: this replica may no longer act for the object")
-        return self._send(method, path, **options)
+        check(fence, f"{method} {path}")
+        return self._send(method, path, fence=fence, **options)
 
     @retry_transient
-    def _send(self, method: str, path: str, **options: Any) -> Any:
+    def _send(self, method: str, path: str, *, fence: Fence, **options: Any) -> Any:
+        """One attempt; ``retry_transient`` repeats it. ``fence`` was asked before the first one."""
+        del fence
         return self._t.request(method, path, **options)
 
     def event(self, meta: bodies.ObjectMeta, *, type_: str, reason: str, message: str, fence: Fence) -> None:
@@ -145,8 +153,7 @@ class Writer:
         without waiting for them. When more than ``EVENT_BACKLOG`` are waiting, new ones are dropped
         (and counted in the log) rather than slowing the operator down. The fence is asked now.
         """
-        if not fence():
-            raise Fenced(f"event {reason}: this replica may no longer act for {meta.get('name')}")
+        check(fence, f"event {reason} of {meta.get('namespace')}/{meta.get('name')}")
         item = (
             {k: meta.get(k) for k in ("name", "namespace", "uid", "resourceVersion")},
             type_,
