@@ -2,7 +2,8 @@
 
 A group-version's resource list is fetched once and kept. A kind that is not found refreshes its
 group-version at most once per ``refresh_interval`` seconds, so a CRD installed after a CTJ was
-created is picked up without hammering discovery for a kind that really does not exist.
+created is picked up without hammering discovery for a kind that really does not exist. Workers
+that miss the same group-version at once (every worker, right after a restart) share one fetch.
 """
 
 from __future__ import annotations
@@ -30,18 +31,32 @@ class Discovery:
         self._lock = threading.Lock()
         self._by_gv: dict[str, dict[str, resources.ResourceType]] = {}
         self._fetched_at: dict[str, float] = {}
+        self._fetching: dict[str, threading.Lock] = {}
 
     def resolve(self, *, api_version: str, kind: str) -> resources.ResourceType | None:
         """The resource for ``kind`` in ``api_version``, or None if the server does not serve it."""
+        known, found = self._cached(api_version, kind)
+        if known:
+            return found
+        with self._lock:
+            fetching = self._fetching.setdefault(api_version, threading.Lock())
+        with fetching:  # one fetch per group-version at a time; who waited for it reads its answer
+            known, found = self._cached(api_version, kind)
+            if known:
+                return found
+            return self._fetch(api_version).get(kind)
+
+    def _cached(self, api_version: str, kind: str) -> tuple[bool, resources.ResourceType | None]:
+        """(True, the answer) when the cache can answer: the kind is known, or its group-version was
+        fetched lately without it; (False, None) when the group-version must be fetched."""
         with self._lock:
             known = self._by_gv.get(api_version)
             fetched = self._fetched_at.get(api_version)
         if known is not None and kind in known:
-            return known[kind]
+            return True, known[kind]
         if fetched is not None and self._clock() - fetched < self._refresh_interval:
-            return None
-        kinds = self._fetch(api_version)
-        return kinds.get(kind)
+            return True, None
+        return False, None
 
     def _fetch(self, api_version: str) -> dict[str, resources.ResourceType]:
         group, _, version = api_version.rpartition("/")
