@@ -11,8 +11,6 @@ ChangeTriggeredJobs. The CRD is shared by the whole cluster: it is kept on unins
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -22,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from rbac_helpers import Helm
 
 pytestmark = pytest.mark.integration
 
@@ -31,16 +30,6 @@ CRD_PATH = REPO / "crds" / "triggers.changejob.dev_changetriggeredjobs.yaml"
 CRD_NAME = "changetriggeredjobs.triggers.changejob.dev"
 
 Kubectl = Callable[..., "subprocess.CompletedProcess[str]"]
-
-
-def helm_binary() -> str:
-    local = REPO / ".tools" / "bin" / "helm"
-    found = str(local) if os.access(local, os.X_OK) else shutil.which("helm")
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail("helm is required in CI (build it with: tools/build.sh helm)")
-    pytest.skip("helm is not built (tools/build.sh helm)")
 
 
 def unique(prefix: str) -> str:
@@ -62,28 +51,6 @@ def retry(fn: Callable[[], subprocess.CompletedProcess[str]], *, timeout: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"still failing after {timeout}s: {result.stderr or result.stdout}")
         time.sleep(0.5)
-
-
-class Helm:
-    """The pinned helm against the test cluster, with its caches in a scratch directory."""
-
-    def __init__(self, *, kubeconfig: str, home: Path) -> None:
-        self._binary = helm_binary()
-        self._env = {
-            **os.environ,
-            "KUBECONFIG": str(kubeconfig),
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [self._binary, *args], capture_output=True, text=True, env=self._env, timeout=240, check=False
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result
 
 
 @pytest.fixture
