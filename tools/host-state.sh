@@ -18,8 +18,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # Kernel settings that change by themselves (counters, random values, timestamps).
 VOLATILE_SYSCTLS='^(kernel\.random\.|kernel\.ns_last_pid|kernel\.pty\.nr|fs\.(dentry-state|inode-nr|inode-state|file-nr|aio-nr|quota\.)|net\.netfilter\.nf_conntrack_count|kernel\.sched_domain|kernel\.perf_event_max_sample_rate|vm\.stat_refresh|net\.ipv4\.route\.flush|net\.ipv6\.route\.flush|fs\.binfmt_misc|kernel\.tainted|kernel\.hung_task_detect_count|fs\.mqueue\.|user\.)'
 SHARED_DIRS=(/var/log/containers /var/log/pods /var/lib/cni /run/containerd /run/netns /etc/cni
-  /opt/cni /var/lib/kubelet /var/lib/containerd /etc/containerd /usr/libexec/kubernetes
-  /var/lib/containers /var/cache/containers /run/containers)
+  /opt/cni /var/lib/kubelet /var/lib/containerd /etc/containerd /usr/libexec/kubernetes)
 
 section() { printf '\n## %s\n' "$1"; }
 
@@ -27,7 +26,8 @@ snapshot() {
   # Every section is best effort: an empty answer (no rules, no such directory) is a valid state.
   set +e +o pipefail
   section sysctl
-  sysctl -a 2>/dev/null | grep -Ev "$VOLATILE_SYSCTLS" | sort
+  # A veth's settings come and go with the veth, which the links section shows.
+  sysctl -a 2>/dev/null | grep -Ev "$VOLATILE_SYSCTLS" | grep -Ev '^net\.ipv[46]\.(conf|neigh)\.veth' | sort
   section nftables
   if command -v nft >/dev/null; then nft list ruleset 2>&1; fi
   section iptables
@@ -50,11 +50,14 @@ snapshot() {
   section directories
   local d
   for d in "${SHARED_DIRS[@]}"; do
-    if [[ -e $d ]]; then echo "$d: $(find "$d" -mindepth 1 2>/dev/null | wc -l) entries"; fi
+    [[ -e $d ]] || continue
+    echo "$d"
+    find "$d" -mindepth 1 -printf '%p %l\n' 2>/dev/null | sort
   done
   section processes
-  ps -eo comm=,args= | awk '$1 ~ /^(containerd|containerd-shim|containerd-shim-runc-v2|kubelet|kube-proxy|runc|pause)$/' |
-    sed 's/ -id [0-9a-f]*//; s/ -address [^ ]*//' | sort
+  # With each process's cgroups, so that a process of another real node can be told apart.
+  ps -eo comm=,cgroup=,args= | awk '$1 ~ /^(containerd|containerd-shim|containerd-shim-runc-v2|kubelet|kube-proxy|runc|pause)$/' |
+    sed 's/ -id [0-9a-f]*//' | sort
 }
 
 # Drops what belongs to real nodes other than the one of NODE_DIR.
@@ -69,7 +72,7 @@ others_filter() {  # others_filter NODE_DIR
         if (id != own) keep = 0
         s = substr(s, RSTART + RLENGTH)
       }
-      if (line ~ /\/nodes\/[^/]+\/(containerd|kubelet|runc|cni)\// && index(line, nd) == 0) keep = 0
+      if (line ~ /\/nodes\/[^\/]+\/(containerd|kubelet|runc|cni)\// && index(line, nd) == 0) keep = 0
       if (keep) print line
     }'
 }

@@ -46,6 +46,7 @@ READY_TIMEOUT=${NODE_READY_TIMEOUT:-120}
 NODE_NAME=real-node-0
 NODE_TAINT_KEY=changejob.dev/real-node
 SERVICE_IP=10.0.0.1  # the `kubernetes` Service: first address of kube-apiserver's default range
+PLACEMENT_NAMESPACE=changejob-real-node  # made by tools/real-node.yaml, labelled for the real node
 KERNEL_SYSCTLS=(kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic_on_oom
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 SHARED_DIRS=(/var/log/containers /var/log/pods /var/lib/cni /run/containerd /run/netns /etc/cni
@@ -515,6 +516,11 @@ cmd_up() {
   # The kubelet set its kernel tunables while starting; the host gets its own values back now.
   restore_sysctls
   kubectl_admin apply --server-side --force-conflicts -f "$here/real-node.yaml" >/dev/null
+  # The API server takes the new policy into account a moment later; Pods created before would
+  # land on the kwok node.
+  if ! wait_until 60 "the placement policy" policy_in_effect; then
+    die "the placement policy (tools/real-node.yaml) does not take effect"
+  fi
   log "node $NODE_NAME of cluster $NAME ready in $((SECONDS - start))s"
 }
 
@@ -532,7 +538,11 @@ cmd_down() {
   fi
   stop_daemon kubelet "$TOOLS_BIN/kubelet"
   stop_daemon containerd "$(command -v containerd)"
+  local sockets
+  sockets=$(shim_sockets)
   kill_cgroups
+  # shellcheck disable=SC2086
+  [[ -z $sockets ]] || rm -f $sockets
   umount_node
   remove_cgroups
   remove_network
@@ -553,6 +563,26 @@ cmd_down() {
 }
 
 no_tasks() { [[ -z $(ctr_node tasks list --quiet 2>/dev/null) ]]; }
+
+# A Pod created (dry run) in the namespace real-node.yaml makes for the node gets the node's name.
+policy_in_effect() {
+  local probe
+  probe="{\"apiVersion\": \"v1\", \"kind\": \"Pod\", \"metadata\": {\"generateName\": \"placement-probe-\","
+  probe+=" \"namespace\": \"$PLACEMENT_NAMESPACE\"}, \"spec\": {\"containers\": [{\"name\": \"probe\","
+  probe+=" \"image\": \"busybox:latest\"}]}}"
+  [[ $(kubectl_admin create --dry-run=server -f - \
+    -o 'jsonpath={.spec.nodeSelector.kubernetes\.io/hostname}' <<<"$probe") == "$NODE_NAME" ]]
+}
+
+# The sockets of the node's shims (/run/containerd/s/<hash>: containerd 1.6 keeps them there whatever
+# its state directory); a shim killed rather than stopped leaves its socket behind.
+shim_sockets() {
+  local f
+  for f in "$ND"/containerd/state/io.containerd.runtime.v2.task/*/*/address; do
+    [[ -f $f ]] || continue
+    sed -n 's#^unix://\(/run/containerd/s/[0-9a-f]*\)$#\1#p' "$f"
+  done
+}
 
 cmd_status() {
   if [[ ! -d $ND ]]; then echo "no real node"; return 0; fi

@@ -47,14 +47,30 @@ def _must(what: str, result: subprocess.CompletedProcess[str]) -> None:
         pytest.fail(f"{what} failed (exit {result.returncode}):\n{tail}", pytrace=False)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked host_state run first among the e2e tests: they compare the host before and after
+    a cluster of their own, best done before the session's real node starts."""
+    positions = [i for i, item in enumerate(items) if item.get_closest_marker("e2e")]
+    ordered = sorted((items[i] for i in positions), key=lambda item: not item.get_closest_marker("host_state"))
+    for i, item in zip(positions, ordered, strict=True):
+        items[i] = item
+
+
 @pytest.fixture(scope="session")
-def real_node(cluster: helpers.Cluster, request: pytest.FixtureRequest) -> Iterator[RealNode]:
-    """real-node-0 in the session's cluster, with the project's images on it."""
-    if not cluster.managed:
-        pytest.skip(f"the e2e suite adds a real node to tools/cluster.sh's cluster, not to the {cluster.backend} one")
+def host_can_run_containers() -> None:
+    """Skip, with the reason, where this host cannot run a real node (tools/real-node.sh check-host)."""
     problem = _script(REAL_NODE_SCRIPT, "check-host", timeout=60)
     if problem.returncode != 0:
         pytest.skip(problem.stdout.strip() or problem.stderr.strip())
+
+
+@pytest.fixture(scope="session")
+def real_node(
+    host_can_run_containers: None, cluster: helpers.Cluster, request: pytest.FixtureRequest
+) -> Iterator[RealNode]:
+    """real-node-0 in the session's cluster, with the project's images on it."""
+    if not cluster.managed:
+        pytest.skip(f"the e2e suite adds a real node to tools/cluster.sh's cluster, not to the {cluster.backend} one")
     existed = "Ready" in _script(REAL_NODE_SCRIPT, "status", cluster.name, timeout=60).stdout.split()
     _must("tools/cluster.sh node-up", _script(helpers.CLUSTER_SCRIPT, "node-up", cluster.name))
     _must("tools/image.sh build", _script(IMAGE_SCRIPT, "build"))
