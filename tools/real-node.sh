@@ -25,8 +25,9 @@
 #   vm.overcommit_memory, vm.panic_on_oom, kernel.keys.root_max*): put back as soon as the node is
 #   Ready, and again by `down`;
 # - shared directories some components insist on (/var/log/containers for the kubelet's log links,
-#   /var/lib/cni for CNI's cache, /run/containerd for the shims' sockets): our entries are removed,
-#   and the directory too if it did not exist before.
+#   /var/lib/cni for CNI's cache, /run/containerd/s for the shims' sockets, the kubelet's device
+#   plugin socket in /var/lib/kubelet/device-plugins): our entries are removed, and the directory
+#   too if it did not exist before.
 # The kubelet creates no iptables chains (makeIPTablesUtilChains: false); no kube-proxy runs: the
 # API server calls webhooks and the Service proxy at Pod IPs (--enable-aggregator-routing), so
 # several clusters' nodes can run on one host at once, each with its own bridge and addresses.
@@ -498,6 +499,7 @@ cmd_up() {
   printf 'NODE_NAME=%s\nNODE_IP=%s\nPOD_SUBNET=%s\nBRIDGE=%s\nCGROUP=%s\nAPI_PORT=%s\n' \
     "$NODE_NAME" "$prefix.1" "$prefix.0/24" "$BRIDGE" "$CGROUP" "$api_port" >"$ND/node.env"
   log "starting node $NODE_NAME of cluster $NAME: IP $prefix.1, pods $prefix.0/24, bridge $BRIDGE"
+  remove_network  # a bridge or table left by a crash would make the next steps fail or add rules twice
   make_network "$prefix" "$api_port"
   make_cgroups
   write_configs "$prefix" "$api_port"
