@@ -21,7 +21,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from e2e_helpers import IMAGE_SCRIPT, NODE_NAME, REAL_NODE_SCRIPT, Namespaces, RealNode
+from e2e_helpers import IMAGE_SCRIPT, NODE_NAME, REAL_NODE_SCRIPT, Namespaces, RealNode, run_tool
 from rbac_helpers import Helm, Kubectl
 
 import helpers
@@ -30,15 +30,8 @@ import helpers
 SETUP_TIMEOUT = 1800
 
 
-def _script(*args: str, timeout: float = SETUP_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(a) for a in args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, "CLUSTER_DIR": str(helpers.CLUSTER_DIR)},
-    )
+def _script(*args: str | os.PathLike[str], timeout: float = SETUP_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    return run_tool(*args, timeout=timeout)
 
 
 def _must(what: str, result: subprocess.CompletedProcess[str]) -> None:

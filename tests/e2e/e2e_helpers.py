@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
+import subprocess
 
 import helpers
 
@@ -12,6 +14,18 @@ REAL_NODE_SCRIPT = REPO / "tools" / "real-node.sh"
 IMAGE_SCRIPT = REPO / "tools" / "image.sh"
 VALUES = pathlib.Path(__file__).resolve().parent / "values-real-node.yaml"
 NODE_NAME = "real-node-0"
+
+
+def run_tool(*args: str | pathlib.Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run one of the tools/ scripts on this session's cluster directory; output captured as text."""
+    return subprocess.run(
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "CLUSTER_DIR": str(helpers.CLUSTER_DIR)},
+    )
 
 
 @dataclasses.dataclass(frozen=True)

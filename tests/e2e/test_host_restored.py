@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
-from e2e_helpers import NODE_NAME
+from e2e_helpers import NODE_NAME, run_tool
 from rbac_helpers import Kubectl
 
 import helpers
@@ -30,14 +29,7 @@ NAME = "changejob-e2e-host"
 
 
 def run(*args: str | Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(a) for a in args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, "CLUSTER_DIR": str(helpers.CLUSTER_DIR)},
-    )
+    return run_tool(*args, timeout=timeout)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
