@@ -26,11 +26,14 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY LICENSE requirements.lock ./
 COPY operator/ operator/
-# The venv's own pip (from ensurepip) builds and installs; pip and setuptools leave the venv after.
+# The venv's own pip (from ensurepip) builds the project's wheel and installs the locked, hashed
+# dependencies, then the wheel itself without resolving anything; pip and setuptools leave the venv after.
 RUN python3 -m venv /opt/kube-changejob \
  && /opt/kube-changejob/bin/pip wheel --no-deps --wheel-dir /wheels . \
- && /opt/kube-changejob/bin/pip install --only-binary=:all: /wheels/*.whl \
+ && /opt/kube-changejob/bin/pip install --require-hashes --only-binary=:all: -r requirements.lock \
+ && /opt/kube-changejob/bin/pip install --no-deps --no-index /wheels/*.whl && /opt/kube-changejob/bin/pip check \
  && /opt/kube-changejob/bin/pip uninstall --yes pip setuptools \
  && /opt/kube-changejob/bin/python -m compileall -q /opt/kube-changejob/lib \
  && /opt/kube-changejob/bin/python -c "import changejob.cli"
@@ -45,6 +48,7 @@ LABEL org.opencontainers.image.title="kube-changejob" \
 RUN if python3 -m pip --version >/dev/null 2>&1; then python3 -m pip uninstall --yes pip; fi \
  && rm -rf /root/.cache
 COPY --from=builder /opt/kube-changejob /opt/kube-changejob
+COPY LICENSE /licenses/LICENSE
 ENV PATH=/opt/kube-changejob/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -38,6 +38,23 @@ $(VENV_STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
+# The runtime dependencies, pinned with hashes for `pip install --require-hashes` (the image uses it).
+# uv resolves one universal lock for every platform and Python >= 3.11 (the image runs 3.12 on amd64
+# and arm64), keeping the pins already in the file unless pyproject.toml needs others.
+# The file's header records the command as run here: the update bot (.github/renovate.json) reruns it.
+LOCK_COMPILE = $(VENV)/bin/uv pip compile --quiet pyproject.toml --universal --python-version 3.11 --generate-hashes
+
+.PHONY: lock
+lock: venv ## Regenerate requirements.lock (hashed runtime dependencies) from pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[lock]'
+	$(LOCK_COMPILE) --output-file requirements.lock
+
+.PHONY: lock-check
+lock-check: venv ## Fail if requirements.lock is not what `make lock` would write
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[lock]'
+	tmp=$$(mktemp -d) && cp requirements.lock "$$tmp/" && $(LOCK_COMPILE) --output-file "$$tmp/requirements.lock" \
+	  && diff -u <(tail -n +3 requirements.lock) <(tail -n +3 "$$tmp/requirements.lock") && rm -rf "$$tmp"
+
 .PHONY: test
 test: venv tools ## Run the unit, integration and e2e tests (boots the local cluster, real node and images itself)
 	$(PY) -m pytest tests/unit tests/integration tests/e2e $(PYTEST_ARGS)

@@ -9,10 +9,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
+
+import pytest
 
 T = TypeVar("T")
 
@@ -36,6 +39,22 @@ class ClusterChoice:
     backend: str
     name: str
     kubeconfig: pathlib.Path | None = None
+
+
+def pinned_tool(name: str, *, how: str | None = None) -> str:
+    """Path of a tool: $TOOLS_DIR/bin (the pinned builds) first, then PATH.
+
+    A missing tool skips the test on a developer's machine and fails it in CI, where every tool is
+    built. ``how`` says how to get it (default: ``tools/build.sh NAME``).
+    """
+    local = TOOLS_BIN / name
+    found = str(local) if os.access(local, os.X_OK) else shutil.which(name)
+    if found:
+        return found
+    how = how or f"build it with: tools/build.sh {name}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is required in CI ({how})")
+    pytest.skip(f"{name} is not available ({how})")
 
 
 def choose_cluster(*, kubeconfig_option: str | None, backend_option: str) -> ClusterChoice:

@@ -108,9 +108,30 @@ build_jaeger() {
   go build -trimpath -ldflags "-s -w" -o "$1/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger
 }
 
+build_health() {
+  cd "$here/go/health"
+  go build -trimpath -ldflags "-s -w" -o "$1/gitops-health" .
+}
+
 build_actionlint() {
   GOBIN=$1 go install -trimpath -ldflags "-s -w -X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" \
     "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
+}
+
+build_registry() {
+  cd "$here/go/registry"
+  go build -trimpath \
+    -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION" \
+    -o "$1/registry" github.com/distribution/distribution/v3/cmd/registry
+}
+
+build_promtool() {
+  local rest=${PROMETHEUS_VERSION#v0.}  # module v0.316.0 is Prometheus 3.16.0
+  local release="3.$((${rest%%.*} - 300)).${rest#*.}"
+  cd "$here/go/prometheus"
+  go build -trimpath \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
+    -o "$1/promtool" github.com/prometheus/prometheus/cmd/promtool
 }
 
 one() {
@@ -124,11 +145,14 @@ one() {
     helm)       install_tool helm "$HELM_VERSION" build_helm helm ;;
     jaeger)     install_tool jaeger "$(key_of "$JAEGER_VERSION" "$here/go/jaeger")" build_jaeger jaeger ;;
     actionlint) install_tool actionlint "$ACTIONLINT_VERSION" build_actionlint actionlint ;;
+    registry)   install_tool registry "$(key_of "$REGISTRY_VERSION" "$here/go/registry")" build_registry registry ;;
+    promtool)   install_tool promtool "$(key_of "$PROMETHEUS_VERSION" "$here/go/prometheus")" build_promtool promtool ;;
+    health)     install_tool health "$(key_of gomod "$here/go/health")" build_health gitops-health ;;
     *) echo "unknown tool: $1" >&2; return 2 ;;
   esac
 }
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(kubernetes kubelet pause etcd kwok helm jaeger actionlint)
+[[ ${#tools[@]} -gt 0 ]] || tools=(kubernetes kubelet pause etcd kwok helm jaeger actionlint registry promtool health)
 for t in "${tools[@]}"; do ( one "$t" ); done
 log "all tools ready in $TOOLS_DIR/bin"

@@ -169,29 +169,32 @@ host_python() {
   if [[ -x $repo/.venv/bin/python ]]; then echo "$repo/.venv/bin/python"; else command -v python3; fi
 }
 
-# Every wheel the project needs (its dependencies from pyproject.toml, and setuptools and wheel to
-# build it), for the base's Python and glibc, downloaded by the host's pip (the host's index and
-# certificates), so the image build itself needs no network.
+# Every wheel the project needs (the locked, hashed dependencies of requirements.lock, and setuptools
+# and wheel to build the project itself), for the base's Python and glibc, downloaded by the host's
+# pip (the host's index and certificates), so the image build itself needs no network.
 wheelhouse() {  # wheelhouse DIR
-  local dir=$1 python glibc arch py platforms=() g reqs=()
+  local dir=$1 python glibc arch py platforms=() g build_reqs=()
   python=$(. "$IMAGE_DIR/stamps/base.env" && echo "$BASE_PYTHON")
   glibc=$(. "$IMAGE_DIR/stamps/base.env" && echo "$BASE_GLIBC")
   arch=$(uname -m)
   py=$(host_python)
   for ((g = ${glibc#2.}; g >= 17; g--)); do platforms+=(--platform "manylinux_2_${g}_$arch"); done
   platforms+=(--platform "manylinux2014_$arch" --platform "linux_$arch")
-  mapfile -t reqs < <("$py" - "$repo/pyproject.toml" <<'PY'
+  mapfile -t build_reqs < <("$py" - "$repo/pyproject.toml" <<'PY'
 import sys, tomllib
 with open(sys.argv[1], "rb") as f:
     project = tomllib.load(f)
-print(*project["project"]["dependencies"], *project["build-system"]["requires"], sep="\n")
+print(*project["build-system"]["requires"], sep="\n")
 PY
 )
   rm -rf "$dir"
   mkdir -p "$dir"
   log "wheels for Python $python (glibc $glibc, $arch) into $dir"
-  "$py" -m pip download --quiet --disable-pip-version-check --dest "$dir" --only-binary=:all: \
-    --implementation cp --python-version "$python" --abi "cp3${python#3.}" "${platforms[@]}" "${reqs[@]}" >&2
+  local target=(--only-binary=:all: --implementation cp --python-version "$python" --abi "cp3${python#3.}"
+    "${platforms[@]}")
+  "$py" -m pip download --quiet --disable-pip-version-check --dest "$dir" "${target[@]}" \
+    --require-hashes -r "$repo/requirements.lock" >&2
+  "$py" -m pip download --quiet --disable-pip-version-check --dest "$dir" "${target[@]}" "${build_reqs[@]}" >&2
 }
 
 # What the operator image is built from: the Dockerfile, the files the context admits, the base.
@@ -201,7 +204,7 @@ operator_inputs_key() {  # operator_inputs_key BASE_REF
     cat "$repo/Dockerfile" "$repo/.dockerignore"
     cd "$repo"
     local paths=() p
-    for p in pyproject.toml README.md LICENSE operator; do [[ -e $p ]] && paths+=("$p"); done
+    for p in pyproject.toml README.md LICENSE requirements.lock operator; do [[ -e $p ]] && paths+=("$p"); done
     find "${paths[@]}" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' ! -path '*.egg-info/*' |
       LC_ALL=C sort | xargs -r sha256sum
   } | sha256sum | cut -c1-16

@@ -78,8 +78,13 @@ app.kubernetes.io/component: controller-manager
 {{- printf "%s-validating-webhook" (include "kube-changejob.fullname" .) }}
 {{- end }}
 
-{{- define "kube-changejob.mutatingWebhookName" -}}
-{{- printf "%s-mutating-webhook" (include "kube-changejob.fullname" .) }}
+{{/* The admission rules of the webhook: spec writes of ChangeTriggeredJobs (never /status). */}}
+{{- define "kube-changejob.webhookRules" -}}
+- apiGroups: [triggers.changejob.dev]
+  apiVersions: [v1alpha]
+  operations: [CREATE, UPDATE]
+  resources: [changetriggeredjobs]
+  scope: Namespaced
 {{- end }}
 
 {{- define "kube-changejob.certificateName" -}}
@@ -126,17 +131,14 @@ RBAC rules for the watched resource types. Argument: (list $root $scope) where $
 {{- end }}
 {{- end }}
 
-{{/* RBAC rules the operator needs where CTJs live: Jobs, optionally Pods, and Events. */}}
+{{/* RBAC rules the operator needs where CTJs live: Jobs (create, prune, index) and Events. */}}
 {{- define "kube-changejob.workloadRules" -}}
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [create, delete, get, list, watch]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end }}
 
 {{/* The webhooks' namespaceSelector: the configured one, or in namespaced mode the watched namespaces. */}}

@@ -4,3 +4,4 @@ process (crd, kube, operator, ...) live in operator_fixtures.py and are register
 """
 
 from operator_fixtures import *  # noqa: F403 - registers the operator fixtures (crd, kube, operator, ...)
+from rbac_fixtures import *  # noqa: F403 - registers admin, admin_kube, chart_rbac, chart_operator

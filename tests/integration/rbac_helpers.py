@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -19,8 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+import helpers
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "chart"
@@ -29,14 +29,7 @@ CLUSTER_SCOPED_KINDS = frozenset({"ClusterRole", "ClusterRoleBinding"})
 
 
 def helm_binary() -> str:
-    """The pinned helm of .tools/bin (or one on PATH); skip where none is built, fail in CI."""
-    local = REPO / ".tools" / "bin" / "helm"
-    found = str(local) if os.access(local, os.X_OK) else shutil.which("helm")
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail("helm is required in CI (build it with: tools/build.sh helm)")
-    pytest.skip("helm is not built (tools/build.sh helm)")
+    return helpers.pinned_tool("helm")
 
 
 class Helm:

@@ -1,11 +1,12 @@
 """The Helm chart and the CRD against the real local control plane.
 
 Each test installs under its own release name and namespace, so the cluster-scoped objects (RBAC,
-webhook configurations) never collide with another test's. The webhook configurations are limited
-to the test's own namespace with a namespaceSelector: no operator serves them here (the fake node
-runs no containers), and with failurePolicy Fail they would otherwise reject every other test's
-ChangeTriggeredJobs. The CRD is shared by the whole cluster: it is kept on uninstall
-(crds.keep) and taken over with --take-ownership/--force-conflicts when another test applied it.
+webhook configuration, admission policies) never collide with another test's. The webhook
+configuration is limited to the test's own namespace with a namespaceSelector, and no test here
+writes a ChangeTriggeredJob while one exists: no operator serves it (the fake node runs no
+containers), and the API server would try to reach the Service's address. The admission policies
+and the CRD are kept on uninstall (crds.keep), so each test deletes its policies itself; the CRD is
+shared by the whole cluster and taken over with --take-ownership when another test applied it.
 """
 
 from __future__ import annotations
@@ -85,6 +86,22 @@ def release_namespace(kubectl: Kubectl) -> Iterator[str]:
     kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false", check=False)
 
 
+def delete_admission_policies(kubectl: Kubectl, release: str) -> int:
+    """Delete the release's admission policies and bindings (kept on uninstall); how many there were."""
+    names = kubectl(
+        "get",
+        "validatingadmissionpolicies,validatingadmissionpolicybindings",
+        "-l",
+        f"app.kubernetes.io/instance={release}",
+        "-o",
+        "name",
+        check=False,
+    ).stdout.split()
+    if names:
+        kubectl("delete", "--ignore-not-found", *names, check=False)
+    return len(names)
+
+
 def test_helm_install(helm: Helm, kubectl: Kubectl, release_namespace: str) -> None:
     release = unique("it")
     prefix = f"{release}-kube-changejob"
@@ -122,7 +139,8 @@ def test_helm_install(helm: Helm, kubectl: Kubectl, release_namespace: str) -> N
             ("clusterrolebinding", f"{prefix}-manager-rolebinding"),
             ("clusterrole", f"{prefix}-ctj-viewer"),
             ("validatingwebhookconfiguration", f"{prefix}-validating-webhook"),
-            ("mutatingwebhookconfiguration", f"{prefix}-mutating-webhook"),
+            ("validatingadmissionpolicy", f"{prefix}-ctj-tenancy"),
+            ("validatingadmissionpolicybinding", f"{prefix}-ctj-tenancy"),
         ):
             kubectl("get", kind, name)
 
@@ -131,6 +149,9 @@ def test_helm_install(helm: Helm, kubectl: Kubectl, release_namespace: str) -> N
         assert can_i(kubectl, sa, "list", "configmaps", "--all-namespaces")
         assert can_i(kubectl, sa, "watch", "changetriggeredjobs.triggers.changejob.dev", "--all-namespaces")
         assert can_i(
+            kubectl, sa, "update", "changetriggeredjobs.triggers.changejob.dev", "-n", "default", "--subresource=status"
+        )
+        assert not can_i(
             kubectl, sa, "patch", "changetriggeredjobs.triggers.changejob.dev", "-n", "default", "--subresource=status"
         )
         assert not can_i(kubectl, sa, "create", "changetriggeredjobs.triggers.changejob.dev", "-n", "default")
@@ -149,7 +170,9 @@ def test_helm_install(helm: Helm, kubectl: Kubectl, release_namespace: str) -> N
         assert "rollout status" in status
     finally:
         helm("uninstall", release, "--namespace", release_namespace, check=False)
+        kept = delete_admission_policies(kubectl, release)
     kubectl("get", "crd", CRD_NAME)  # kept on uninstall
+    assert kept == 6  # the policies and their bindings are kept with it
     gone = kubectl("get", "clusterrole", f"{prefix}-manager-role", "--ignore-not-found").stdout
     assert gone.strip() == ""
 

@@ -18,7 +18,7 @@ import json
 import re
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +26,7 @@ import pytest
 import yaml
 from ctj_helpers import FIRST_TRIGGER, Kube, baseline_recorded, condition, ctj_body, wait_until
 from operator_proc import OperatorProcess, free_port
-from rbac_helpers import ChartRbac, Kubectl, chart_operator_args, service_account_kubeconfig, wait_granted
+from rbac_helpers import ChartRbac, Kubectl, service_account_kubeconfig, wait_granted
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -53,75 +53,6 @@ WEB_APP = textwrap.dedent("""\
           - name: web
             image: nginx:1.27
     """)
-
-
-# --- fixtures --------------------------------------------------------------------------------------
-@pytest.fixture
-def admin(cluster: Any) -> Kubectl:
-    """kubectl with the cluster's admin kubeconfig (sets up what the test needs, never the operator)."""
-    return Kubectl(binary=Path(cluster.kubectl_path), kubeconfig=Path(cluster.kubeconfig))
-
-
-@pytest.fixture
-def admin_kube(admin: Kubectl, namespace: str, crd: None) -> Kube:
-    def run(*args: str, check: bool = True, input: str | None = None) -> Any:
-        return admin(*args, check=check, input_=input)
-
-    return Kube(kubectl=run, namespace=namespace)
-
-
-@pytest.fixture
-def chart_rbac(admin: Kubectl, namespace: str, tmp_path: Path, crd: None) -> Iterator[Callable[..., ChartRbac]]:
-    """Apply the chart's RBAC for a release in the test namespace; its cluster-scoped objects go after."""
-    installed: list[ChartRbac] = []
-
-    def install(values: Mapping[str, Any]) -> ChartRbac:
-        rbac = ChartRbac(admin=admin, namespace=namespace, values=values, workdir=tmp_path)
-        installed.append(rbac)
-        rbac.apply()
-        # The authorizer sees new bindings within moments; the operator must not race them at start.
-        wait_granted(
-            lambda: admin.can_i("create", "leases.coordination.k8s.io", "-n", namespace, as_user=rbac.username),
-            what=f"{rbac.username} create leases",
-        )
-        wait_granted(
-            lambda: admin.can_i("watch", CTJ_RESOURCE, "-n", namespace, as_user=rbac.username),
-            what=f"{rbac.username} watch changetriggeredjobs",
-        )
-        return rbac
-
-    yield install
-    for rbac in installed:
-        rbac.delete_cluster_scoped()
-
-
-@pytest.fixture
-def chart_operator(admin: Kubectl, namespace: str, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
-    """Start the operator as the release's ServiceAccount (token auth, no admin credentials)."""
-    started: list[OperatorProcess] = []
-
-    def start(rbac: ChartRbac, *, extra: tuple[str, ...] = (), name: str = "operator") -> OperatorProcess:
-        kubeconfig = service_account_kubeconfig(
-            admin=admin,
-            namespace=namespace,
-            service_account=rbac.service_account,
-            path=tmp_path / f"{name}-sa.kubeconfig",
-        )
-        proc = OperatorProcess(
-            kubeconfig=str(kubeconfig),
-            namespace=namespace,
-            workdir=tmp_path,
-            extra=chart_operator_args(extra=extra),
-            name=name,
-        )
-        started.append(proc)
-        return proc.start()
-
-    yield start
-    for proc in started:
-        proc.stop()
-    for proc in started:
-        print(f"--- {proc.name} log (tail) ---\n{proc.logs()[-3000:]}")
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -439,7 +370,38 @@ def test_namespace_editors_manage_and_viewers_read_ctjs(
 
 
 # --- the admission webhook's permissions ----------------------------------------------------------------
+def chart_webhook(rbac: ChartRbac, *, namespace: str, port: int) -> dict[str, Any]:
+    """The chart's webhook configuration (same name, so the resourceNames-limited grants apply), with two
+    test-only changes: the API server calls the operator on 127.0.0.1 by URL, and only for ``namespace``."""
+    (config,) = [d for d in rbac.docs if d["kind"] == "ValidatingWebhookConfiguration"]
+    assert config["metadata"]["name"] == f"{rbac.release}-validating-webhook"
+    for hook in config["webhooks"]:
+        path = hook["clientConfig"]["service"]["path"]
+        hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}"}
+        hook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    return config
+
+
+def webhook_operator_args(rbac: ChartRbac, *, port: int, cert_dir: Path) -> tuple[str, ...]:
+    deployment = next(d for d in rbac.docs if d["kind"] == "Deployment")
+    chart_args = [
+        a
+        for a in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        if a.startswith(("--webhook-service=", "--webhook-config=", "--webhook-cert-mode=", "--webhook-tenancy="))
+    ]
+    assert len(chart_args) == 4, chart_args
+    return (
+        *chart_args,
+        f"--webhook-port={port}",
+        "--webhook-host=127.0.0.1",
+        "--webhook-extra-sans=127.0.0.1",
+        f"--webhook-cert-dir={cert_dir}",
+    )
+
+
+@pytest.mark.parametrize("tenancy", ["policy", "webhook"])
 def test_webhook_serves_with_the_charts_rbac(
+    tenancy: str,
     admin: Kubectl,
     admin_kube: Kube,
     namespace: str,
@@ -447,60 +409,39 @@ def test_webhook_serves_with_the_charts_rbac(
     chart_operator: Callable[..., OperatorProcess],
     tmp_path: Path,
 ) -> None:
-    """The operator keeps the caBundle of the chart's webhook configurations and answers reviews.
+    """The operator keeps the caBundle of the chart's webhook configuration and answers reviews.
 
-    The configurations are the chart's (same names, so the resourceNames-limited grants apply), with
-    two test-only changes: the API server calls the operator on 127.0.0.1 by URL, and only for this
-    namespace.
+    ``policy``: the chart's defaults in namespaced mode (the admission policy checks tenancy; the
+    webhook answers from discovery and dry-runs Job templates in the release namespace, no access
+    review granted). ``webhook``: without the admission policy, the webhook checks tenancy with
+    SubjectAccessReviews.
     """
     kube = admin_kube
-    rbac = chart_rbac({"crds": {"install": False}})
+    values: dict[str, Any] = {"crds": {"install": False}}
+    if tenancy == "policy":
+        values["watch"] = {"namespaces": [namespace]}
+    else:
+        values["admissionPolicy"] = {"enabled": False}
+    rbac = chart_rbac(values)
+    manager = rbac.named("ClusterRole", "manager-role")
+    access_reviews = [r for r in manager["rules"] if "subjectaccessreviews" in r["resources"]]
+    assert bool(access_reviews) == (tenancy == "webhook")
     port = free_port()
-    configs = []
-    for doc in rbac.docs:
-        if doc["kind"] in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
-            for hook in doc["webhooks"]:
-                path = hook["clientConfig"]["service"]["path"]
-                hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}"}
-                hook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
-            configs.append(doc)
-    assert {c["metadata"]["name"] for c in configs} == {
-        f"{rbac.release}-validating-webhook",
-        f"{rbac.release}-mutating-webhook",
-    }
-    kube.run("apply", "-f", "-", input_=yaml.safe_dump_all(configs))
+    config = chart_webhook(rbac, namespace=namespace, port=port)
+    kube.run("apply", "-f", "-", input_=yaml.safe_dump(config))
     try:
-        deployment = next(d for d in rbac.docs if d["kind"] == "Deployment")
-        chart_args = [
-            a
-            for a in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-            if a.startswith(
-                ("--webhook-service=", "--webhook-config=", "--webhook-mutating-config=", "--webhook-cert-mode=")
-            )
-        ]
-        assert len(chart_args) == 4, chart_args
-        operator = chart_operator(
-            rbac,
-            extra=(
-                *chart_args,
-                f"--webhook-port={port}",
-                "--webhook-host=127.0.0.1",
-                "--webhook-extra-sans=127.0.0.1",
-                f"--webhook-cert-dir={tmp_path / 'certs'}",
+        operator = chart_operator(rbac, extra=webhook_operator_args(rbac, port=port, cert_dir=tmp_path / "certs"))
+        name = config["metadata"]["name"]
+        wait_until(
+            lambda: all(
+                h["clientConfig"].get("caBundle")
+                for h in admin.json("get", "validatingwebhookconfiguration", name)["webhooks"]
             ),
+            what=f"caBundle of {name}",
         )
-        for config in configs:
-            kind = config["kind"].lower()
-            name = config["metadata"]["name"]
-            wait_until(
-                lambda kind=kind, name=name: all(  # type: ignore[misc]
-                    h["clientConfig"].get("caBundle") for h in admin.json("get", kind, name)["webhooks"]
-                ),
-                what=f"caBundle of {name}",
-            )
         assert kube.get("secret", f"{rbac.release}-webhook-service-cert") is not None
 
-        # A namespace editor's CTJ passes both webhooks (defaults, access reviews, the Job dry run).
+        # A namespace editor's CTJ passes the webhook (the Job dry run, in webhook mode access reviews).
         editor = f"editor-{namespace}"
         kube.run("create", "rolebinding", "editor-edit", "--clusterrole=edit", f"--user={editor}", "-n", namespace)
         wait_granted(lambda: admin.can_i("create", CTJ_RESOURCE, "-n", namespace, as_user=editor), what="editor")
@@ -509,26 +450,40 @@ def test_webhook_serves_with_the_charts_rbac(
         admin(f"--as={editor}", "create", "-n", namespace, "-f", "-", input_=yaml.safe_dump(body))
         wait_until(baseline_recorded(kube, "reviewed"), what="baseline of the reviewed CTJ")
 
-        # Someone allowed to create CTJs but not to read Secrets is turned away by the access review.
-        author = f"author-{namespace}"
-        kube.run(
-            "create",
-            "rolebinding",
-            "author-ctj",
-            f"--clusterrole={rbac.release}-ctj-editor",
-            f"--user={author}",
-            "-n",
-            namespace,
+        # The Job template is dry-run (in the release namespace) and kinds are looked up.
+        bad = ctj_body("bad-image", [{"apiVersion": "v1", "kind": "ConfigMap", "name": "cfg", "namespace": namespace}])
+        bad["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] = ""
+        denied = admin("create", "-n", namespace, "-f", "-", check=False, input_=yaml.safe_dump(bad))
+        assert "spec.template.spec.containers[0].image: Required value" in denied.stderr, denied.stderr
+        widget = ctj_body(
+            "widget", [{"apiVersion": "example.com/v1", "kind": "Widget", "name": "w", "namespace": namespace}]
         )
-        wait_granted(lambda: admin.can_i("create", CTJ_RESOURCE, "-n", namespace, as_user=author), what="author")
-        peek = ctj_body("peek", [{"apiVersion": "v1", "kind": "Secret", "name": "anything", "namespace": namespace}])
-        denied = admin(f"--as={author}", "create", "-n", namespace, "-f", "-", check=False, input_=yaml.safe_dump(peek))
-        assert denied.returncode != 0 and "denied the request" in denied.stderr, denied.stderr
-        assert f'user "{author}" may not get secrets "anything" in namespace "{namespace}"' in denied.stderr, (
-            denied.stderr
-        )
+        denied = admin("create", "-n", namespace, "-f", "-", check=False, input_=yaml.safe_dump(widget))
+        assert "resource kind does not exist: Widget (example.com/v1)" in denied.stderr, denied.stderr
+
+        if tenancy == "webhook":
+            # Someone allowed to create CTJs but not to read Secrets is turned away by the access review.
+            author = f"author-{namespace}"
+            kube.run(
+                "create",
+                "rolebinding",
+                "author-ctj",
+                f"--clusterrole={rbac.release}-ctj-editor",
+                f"--user={author}",
+                "-n",
+                namespace,
+            )
+            wait_granted(lambda: admin.can_i("create", CTJ_RESOURCE, "-n", namespace, as_user=author), what="author")
+            peek = ctj_body(
+                "peek", [{"apiVersion": "v1", "kind": "Secret", "name": "anything", "namespace": namespace}]
+            )
+            denied = admin(
+                f"--as={author}", "create", "-n", namespace, "-f", "-", check=False, input_=yaml.safe_dump(peek)
+            )
+            assert denied.returncode != 0 and "denied the request" in denied.stderr, denied.stderr
+            assert f'user "{author}" may not create jobs.batch in namespace "{namespace}"' in denied.stderr, (
+                denied.stderr
+            )
         assert_nothing_refused(operator)
     finally:
-        admin(
-            "delete", "--ignore-not-found", "--wait=false", "-f", "-", check=False, input_=yaml.safe_dump_all(configs)
-        )
+        admin("delete", "--ignore-not-found", "--wait=false", "-f", "-", check=False, input_=yaml.safe_dump(config))

@@ -1,10 +1,11 @@
 """The admission webhook against the real API server.
 
 The webhook server runs in this process on 127.0.0.1 with the operator-managed self-signed certificate
-(a Secret in the test namespace, the caBundle patched in by ``certstore``), and is registered with
-``clientConfig.url`` and a namespaceSelector for the test namespace only, so no other test sees it.
-The built kubectl then talks to the API server, which calls the webhook; discovery, access reviews
-and the job-template dry run are real API calls.
+(a Secret in the test namespace, the caBundle patched in by ``certstore``), and is registered as the
+chart renders it without the admission policy (``admissionPolicy.enabled=false``: the webhook checks
+every spec change, tenancy included) but with ``clientConfig.url`` and a namespaceSelector for the
+test namespace only, so no other test sees it. The built kubectl then talks to the API server, which
+calls the webhook; discovery, access reviews and the job-template dry run are real API calls.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
+from rbac_helpers import render_chart
 
-from changejob.kube import access, certstore, discovery
+from changejob.kube import access, certstore, discovery, transport
 from changejob.webhook import admission, certs, server
 
 pytestmark = pytest.mark.integration
@@ -58,7 +60,6 @@ class Webhook:
     keeper: certs.SelfSigned
     store: certstore.SecretStore
     validating: str
-    mutating: str
 
     def create(
         self, manifest: str, *, as_user: str | None = None, check: bool = False, dry_run: bool = False
@@ -71,44 +72,21 @@ class Webhook:
         return self.kubectl(*args, check=check, input=manifest)
 
 
-def webhook_configurations(*, namespace: str, port: int, validating: str, mutating: str) -> str:
-    """Both configurations, calling 127.0.0.1:<port>, scoped to ``namespace``; no caBundle yet."""
-
-    def hook(path: str, name: str) -> dict[str, Any]:
-        return {
-            "name": name,
-            "clientConfig": {"url": f"https://127.0.0.1:{port}{path}"},
-            "rules": [
-                {
-                    "apiGroups": ["triggers.changejob.dev"],
-                    "apiVersions": ["v1alpha"],
-                    "operations": ["CREATE", "UPDATE"],
-                    "resources": ["changetriggeredjobs"],
-                    "scope": "Namespaced",
-                }
-            ],
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            "sideEffects": "None",
-            "admissionReviewVersions": ["v1"],
-            "failurePolicy": "Fail",
-            "timeoutSeconds": 10,
-        }
-
-    docs = [
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": validating},
-            "webhooks": [hook(admission.VALIDATE_PATH, "validate.changetriggeredjobs.changejob.dev")],
-        },
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": mutating},
-            "webhooks": [hook(admission.MUTATE_PATH, "default.changetriggeredjobs.changejob.dev")],
-        },
-    ]
-    return yaml.safe_dump_all(docs)
+def webhook_configuration(*, namespace: str, port: int, name: str, workdir: Path) -> str:
+    """The chart's ValidatingWebhookConfiguration calling 127.0.0.1:<port>, scoped to ``namespace``."""
+    docs = render_chart(
+        release="kube-changejob",
+        namespace=namespace,
+        values={"admissionPolicy": {"enabled": False}},
+        workdir=workdir,
+    )
+    (config,) = [d for d in docs if d["kind"] == "ValidatingWebhookConfiguration"]
+    config["metadata"] = {"name": name}
+    for hook in config["webhooks"]:
+        path = hook["clientConfig"]["service"]["path"]
+        hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}"}
+        hook["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    return yaml.safe_dump(config)
 
 
 def ctj_yaml(name: str, resources: str, *, extra_spec: str = "", image: str = "busybox:latest") -> str:
@@ -142,6 +120,13 @@ BAD_KIND = """\
   name: my-config
   namespace: {ns}
 """
+# A kind no API server serves: only the webhook (discovery) can tell.
+UNKNOWN_KIND = """\
+- apiVersion: example.com/v1
+  kind: Widget
+  name: my-widget
+  namespace: {ns}
+"""
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float = 30.0, what: str) -> None:
@@ -162,20 +147,21 @@ def webhook(cluster: Any, api_client: Any, namespace: str, tmp_path: Path) -> It
         "--timeout=60s",
         "crd/changetriggeredjobs.triggers.changejob.dev",
     )
-    validating, mutating = f"ctj-validate-{namespace}", f"ctj-default-{namespace}"
+    validating = f"ctj-validate-{namespace}"
     store = certstore.SecretStore(api_client, namespace=namespace, name=f"{SERVICE}-cert")
     keeper = certs.SelfSigned(
         store=store,
-        webhooks=certstore.WebhookConfigs(api_client, validating=validating, mutating=mutating),
+        webhooks=certstore.WebhookConfigs(api_client, validating=validating, mutating=None),
         names=certs.service_names(service=SERVICE, namespace=namespace, loopback=True),
         cert_dir=tmp_path / "certs",
     )
     keeper.refresh()  # creates the Secret and the files; the configurations do not exist yet
     recorder = Recorder(
         admission.Admission(
-            resolver=discovery.Discovery(api_client),
+            resolver=discovery.Discovery(transport.Transport(api_client)),
             access=access.SubjectAccessChecker(api_client),
             dry_run_job=access.dry_run_job(api_client),
+            dry_run_namespace=namespace,  # the operator's namespace; here the test's
         )
     )
     webhook_server = server.WebhookServer(
@@ -194,19 +180,18 @@ def webhook(cluster: Any, api_client: Any, namespace: str, tmp_path: Path) -> It
         keeper=keeper,
         store=store,
         validating=validating,
-        mutating=mutating,
     )
     try:
         kubectl(
             "apply",
             "-f",
             "-",
-            input=webhook_configurations(
-                namespace=namespace, port=webhook_server.port, validating=validating, mutating=mutating
+            input=webhook_configuration(
+                namespace=namespace, port=webhook_server.port, name=validating, workdir=tmp_path
             ),
         )
-        keeper.refresh()  # now patches the caBundle into both
-        bad = ctj_yaml("probe", BAD_KIND.format(ns=namespace))
+        keeper.refresh()  # now patches the caBundle into both webhooks
+        bad = ctj_yaml("probe", UNKNOWN_KIND.format(ns=namespace))
         wait_until(
             lambda: "resource kind does not exist" in hook.create(bad, dry_run=True).stderr,
             what="the API server to call the webhook",
@@ -214,7 +199,6 @@ def webhook(cluster: Any, api_client: Any, namespace: str, tmp_path: Path) -> It
         yield hook
     finally:
         kubectl("delete", "validatingwebhookconfiguration", validating, "--ignore-not-found", check=False)
-        kubectl("delete", "mutatingwebhookconfiguration", mutating, "--ignore-not-found", check=False)
         webhook_server.stop()
 
 
@@ -230,8 +214,12 @@ def get_json(kubectl: Kubectl, *args: str) -> dict[str, Any]:
 def test_guide_bad_examples_get_the_guides_messages(webhook: Webhook) -> None:
     ns = webhook.namespace
     result = webhook.create(ctj_yaml("lowercase-kind", BAD_KIND.format(ns=ns)))
+    assert result.returncode != 0  # refused by the CRD's own rule, before any webhook
+    assert "spec.resources[0].kind: Invalid value: resource kind does not exist: configmap (v1)" in result.stderr
+
+    result = webhook.create(ctj_yaml("unknown-kind", UNKNOWN_KIND.format(ns=ns)))
     assert result.returncode != 0
-    assert "spec.resources[0]: resource kind does not exist: configmap (v1)" in result.stderr
+    assert "spec.resources[0]: resource kind does not exist: Widget (example.com/v1)" in result.stderr
 
     result = webhook.create(
         ctj_yaml(
@@ -295,7 +283,18 @@ def test_user_cannot_watch_what_they_cannot_read(webhook: Webhook) -> None:
         "--resource=changetriggeredjobs.triggers.changejob.dev,jobs.batch",
     )
     kubectl("create", "role", "config-reader", "-n", ns, "--verb=get", "--resource=configmaps")
-    for role in ("ctj-author", "config-reader"):
+    # the Jobs run as "default": using it takes what the built-in edit role grants, impersonate
+    kubectl(
+        "create",
+        "role",
+        "job-runner",
+        "-n",
+        ns,
+        "--verb=impersonate",
+        "--resource=serviceaccounts",
+        "--resource-name=default",
+    )
+    for role in ("ctj-author", "config-reader", "job-runner"):
         kubectl("create", "rolebinding", f"alice-{role}", "-n", ns, f"--role={role}", "--user=alice")
 
     secret_ref = f"""\
@@ -320,7 +319,7 @@ def test_user_cannot_watch_what_they_cannot_read(webhook: Webhook) -> None:
     assert webhook.create(ctj_yaml("admin-steal", secret_ref)).returncode == 0
 
 
-def test_valid_ctj_is_admitted_and_defaulted_without_metadata_changes(webhook: Webhook) -> None:
+def test_valid_ctj_is_admitted_and_defaulted_by_the_schema(webhook: Webhook) -> None:
     ns, kubectl = webhook.namespace, webhook.kubectl
     created = webhook.create(
         ctj_yaml(
@@ -345,11 +344,16 @@ def test_valid_ctj_is_admitted_and_defaulted_without_metadata_changes(webhook: W
     assert [r["fields"] for r in spec["resources"]] == [["*"], ["spec.template.spec.containers[*].image"]]
     assert "annotations" not in ctj["metadata"]
     assert "labels" not in ctj["metadata"]
-    assert ("/mutate-ctj", "CREATE", "plain") in webhook.recorder.calls
-    assert ("/validate-ctj", "CREATE", "plain") in webhook.recorder.calls
+    assert ("/validate-ctj/references", "CREATE", "plain") in webhook.recorder.calls
+    assert ("/validate-ctj/spec", "CREATE", "plain") in webhook.recorder.calls
 
-    # a metadata-only update is admitted without review; a spec update is reviewed again
+    # a metadata-only update never reaches the webhook; a spec update is reviewed again
+    calls = len(webhook.recorder.calls)
     kubectl("label", "ctj", "plain", "-n", ns, "team=a")
+    kubectl("annotate", "ctj", "plain", "-n", ns, "argocd.argoproj.io/tracking-id=app:triggers.changejob.dev/x")
+    assert len(webhook.recorder.calls) == calls
+    kubectl("patch", "ctj", "plain", "-n", ns, "--type=merge", "-p", '{"spec": {"cooldown": "5s"}}')
+    assert ("/validate-ctj/references", "UPDATE", "plain") in webhook.recorder.calls[calls:]
     broken = kubectl(
         "patch",
         "ctj",
@@ -362,7 +366,7 @@ def test_valid_ctj_is_admitted_and_defaulted_without_metadata_changes(webhook: W
         check=False,
     )
     assert broken.returncode != 0
-    assert "spec.resources[0]: resource kind does not exist: configmap (v1)" in broken.stderr
+    assert "resource kind does not exist: configmap (v1)" in broken.stderr
     assert get_json(kubectl, "ctj", "plain", "-n", ns)["metadata"]["labels"] == {"team": "a"}
 
 
@@ -371,12 +375,8 @@ def test_certificate_secret_and_ca_bundle(webhook: Webhook, api_client: Any) -> 
     secret = get_json(kubectl, "secret", f"{SERVICE}-cert", "-n", webhook.namespace)
     assert secret["type"] == "kubernetes.io/tls"
     ca = base64.b64decode(secret["data"]["ca.crt"])
-    for kind, name in (
-        ("validatingwebhookconfiguration", webhook.validating),
-        ("mutatingwebhookconfiguration", webhook.mutating),
-    ):
-        config = get_json(kubectl, kind, name)
-        assert base64.b64decode(config["webhooks"][0]["clientConfig"]["caBundle"]) == ca
+    config = get_json(kubectl, "validatingwebhookconfiguration", webhook.validating)
+    assert [base64.b64decode(hook["clientConfig"]["caBundle"]) for hook in config["webhooks"]] == [ca, ca]
 
     # a second replica creating the Secret loses the race and gets the first one's certificate
     other = certs.issue(names=certs.service_names(service=SERVICE, namespace=webhook.namespace), now=certs_now())
@@ -415,7 +415,7 @@ def test_rotation_keeps_the_webhook_working(webhook: Webhook) -> None:
     wait_until(
         lambda: (
             "resource kind does not exist"
-            in webhook.create(ctj_yaml("after-rotation", BAD_KIND.format(ns=ns)), dry_run=True).stderr
+            in webhook.create(ctj_yaml("after-rotation", UNKNOWN_KIND.format(ns=ns)), dry_run=True).stderr
         ),
         what="the webhook to answer with the rotated certificate",
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+import helpers
 
 pytestmark = pytest.mark.unit
 
@@ -31,13 +32,7 @@ Doc = dict[str, Any]
 
 def _tool(name: str) -> str:
     """Path of a pinned tool; a missing one skips the test locally but fails it in CI."""
-    local = REPO / ".tools" / "bin" / name
-    found = str(local) if os.access(local, os.X_OK) else shutil.which(name)
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is required in CI (build it with: tools/build.sh {name})")
-    pytest.skip(f"{name} is not built (tools/build.sh {name}); CI builds and runs it")
+    return helpers.pinned_tool(name)
 
 
 @pytest.fixture(scope="module")
@@ -273,8 +268,14 @@ def test_default_install_names(default_docs: list[Doc]) -> None:
         ("Service", "kube-changejob-webhook-service"),
         ("Service", "kube-changejob-metrics-service"),
         ("ValidatingWebhookConfiguration", "kube-changejob-validating-webhook"),
-        ("MutatingWebhookConfiguration", "kube-changejob-mutating-webhook"),
         ("PodDisruptionBudget", "kube-changejob-controller-manager"),
+        ("NetworkPolicy", "kube-changejob-controller-manager"),
+        ("ValidatingAdmissionPolicy", "kube-changejob-ctj-tenancy"),
+        ("ValidatingAdmissionPolicy", "kube-changejob-ctj-tenancy-24"),
+        ("ValidatingAdmissionPolicy", "kube-changejob-ctj-tenancy-48"),
+        ("ValidatingAdmissionPolicyBinding", "kube-changejob-ctj-tenancy"),
+        ("ValidatingAdmissionPolicyBinding", "kube-changejob-ctj-tenancy-24"),
+        ("ValidatingAdmissionPolicyBinding", "kube-changejob-ctj-tenancy-48"),
         ("ClusterRole", "kube-changejob-ctj-admin"),
         ("ClusterRole", "kube-changejob-ctj-editor"),
         ("ClusterRole", "kube-changejob-ctj-viewer"),
@@ -285,7 +286,8 @@ def test_default_install_names(default_docs: list[Doc]) -> None:
         "ClusterRoleBinding",
         "CustomResourceDefinition",
         "ValidatingWebhookConfiguration",
-        "MutatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     }
     for doc in default_docs:
         if doc["kind"] not in cluster_scoped:
@@ -308,11 +310,7 @@ def test_service_names_fit_a_dns_label(helm: str) -> None:
     assert hook["clientConfig"]["service"]["name"] in services
     assert f"--webhook-service={hook['clientConfig']['service']['name']}" in container(docs)["args"]
     args = container(docs)["args"]
-    for kind, flag in (
-        ("ValidatingWebhookConfiguration", "--webhook-config"),
-        ("MutatingWebhookConfiguration", "--webhook-mutating-config"),
-    ):
-        assert f"{flag}={one(docs, kind)['metadata']['name']}" in args
+    assert f"--webhook-config={one(docs, 'ValidatingWebhookConfiguration')['metadata']['name']}" in args
 
 
 # -- the operator Deployment -----------------------------------------------------------------------
@@ -336,7 +334,7 @@ def test_operator_arguments(default_docs: list[Doc]) -> None:
         "--webhook-cert-mode=self-signed",
         "--webhook-service=kube-changejob-webhook-service",
         "--webhook-config=kube-changejob-validating-webhook",
-        "--webhook-mutating-config=kube-changejob-mutating-webhook",
+        "--webhook-tenancy=policy",
     ]
 
 
@@ -348,7 +346,8 @@ def test_operator_arguments_are_accepted_by_the_operator(default_docs: list[Doc]
     assert config.webhook_port == 9443
     assert config.webhook_service == "kube-changejob-webhook-service"
     assert config.webhook_config == "kube-changejob-validating-webhook"
-    assert config.webhook_mutating_config == "kube-changejob-mutating-webhook"
+    assert config.webhook_mutating_config == ""
+    assert config.webhook_tenancy == "policy"
     assert config.namespaces == []
 
 
@@ -437,12 +436,21 @@ def test_pod_disruption_budget_only_with_several_replicas(helm: str, replicas: i
         assert pdbs[0]["spec"]["minAvailable"] == 1
 
 
-def test_optional_network_policy_and_service_monitor(helm: str, default_docs: list[Doc]) -> None:
-    assert not find(default_docs, "NetworkPolicy") and not find(default_docs, "ServiceMonitor")
-    docs = render(helm, "networkPolicy.enabled=true", "serviceMonitor.enabled=true", "metrics.service.enabled=false")
-    policy = one(docs, "NetworkPolicy")
-    assert policy["spec"]["podSelector"]["matchLabels"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
-    assert {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]} == {"webhook", "metrics"}
+def test_network_policy_is_on_and_service_monitor_optional(helm: str, default_docs: list[Doc]) -> None:
+    assert not find(default_docs, "ServiceMonitor")
+    policy = one(default_docs, "NetworkPolicy")
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"]
+        == one(default_docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    )
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress open: the API server's address is unknown
+    assert [[p["port"] for p in rule["ports"]] for rule in policy["spec"]["ingress"]] == [["webhook"], ["metrics"]]
+    assert all("from" not in rule for rule in policy["spec"]["ingress"])
+    apiserver = [{"ipBlock": {"cidr": "10.0.0.0/24"}}]
+    narrowed = render(helm, set_json=[f"networkPolicy.webhookFrom={json.dumps(apiserver)}"])
+    assert one(narrowed, "NetworkPolicy")["spec"]["ingress"][0]["from"] == apiserver
+    assert not find(render(helm, "networkPolicy.enabled=false"), "NetworkPolicy")
+    docs = render(helm, "serviceMonitor.enabled=true", "metrics.service.enabled=false")
     monitor = one(docs, "ServiceMonitor")
     service = one(docs, "Service", "kube-changejob-metrics-service")  # the monitor needs it
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
@@ -452,19 +460,24 @@ def test_optional_network_policy_and_service_monitor(helm: str, default_docs: li
 # -- webhook ---------------------------------------------------------------------------------------
 
 
-def test_webhook_configurations(default_docs: list[Doc]) -> None:
+SPEC_CHANGED = "request.operation == 'CREATE' || object.spec != oldObject.spec"
+
+
+def test_webhook_configuration(default_docs: list[Doc]) -> None:
     service = one(default_docs, "Service", "kube-changejob-webhook-service")
     assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "webhook", "protocol": "TCP"}]
-    for kind, path in (
-        ("ValidatingWebhookConfiguration", "/validate-ctj"),
-        ("MutatingWebhookConfiguration", "/mutate-ctj"),
+    assert not find(default_docs, "MutatingWebhookConfiguration")  # the CRD schema fills the defaults
+    config = one(default_docs, "ValidatingWebhookConfiguration")
+    assert "annotations" not in config["metadata"]
+    references, spec = config["webhooks"]
+    for hook, path, policy in (
+        (references, "/validate-ctj/references", "Fail"),
+        (spec, "/validate-ctj/spec", "Ignore"),
     ):
-        config = one(default_docs, kind)
-        assert "annotations" not in config["metadata"]
-        (hook,) = config["webhooks"]
         assert hook["clientConfig"] == {
             "service": {"name": "kube-changejob-webhook-service", "namespace": NAMESPACE, "path": path, "port": 443}
         }
+        # the spec only: never the status subresource
         assert hook["rules"] == [
             {
                 "apiGroups": ["triggers.changejob.dev"],
@@ -474,10 +487,88 @@ def test_webhook_configurations(default_docs: list[Doc]) -> None:
                 "scope": "Namespaced",
             }
         ]
-        assert hook["failurePolicy"] == "Fail"
+        assert hook["failurePolicy"] == policy
+        assert hook["matchConditions"][0] == {"name": "spec-changed", "expression": SPEC_CHANGED}
         assert hook["sideEffects"] == "None"
         assert hook["admissionReviewVersions"] == ["v1"]
         assert hook["timeoutSeconds"] == 10
+    (_, outside) = references["matchConditions"]
+    assert outside["name"] == "names-a-kind-outside-the-policy-table"
+    assert "'v1/ConfigMap': ['configmaps', 'Namespaced']" in outside["expression"]
+    assert len(spec["matchConditions"]) == 1
+
+
+def test_without_the_admission_policy_the_webhook_checks_every_spec_change(helm: str) -> None:
+    docs = render(helm, "admissionPolicy.enabled=false", "webhook.failurePolicy=Ignore")
+    assert not find(docs, "ValidatingAdmissionPolicy") and not find(docs, "ValidatingAdmissionPolicyBinding")
+    references = one(docs, "ValidatingWebhookConfiguration")["webhooks"][0]
+    assert references["failurePolicy"] == "Fail"  # tenancy must not fail open
+    assert [c["name"] for c in references["matchConditions"]] == ["spec-changed"]
+    assert "--webhook-tenancy=webhook" in container(docs)["args"]
+    role = one(docs, "ClusterRole", "kube-changejob-manager-role")
+    assert verbs_for(role, "authorization.k8s.io", "subjectaccessreviews") == {"create"}
+    lenient = render(helm, "webhook.failurePolicy=Ignore")
+    assert one(lenient, "ValidatingWebhookConfiguration")["webhooks"][0]["failurePolicy"] == "Ignore"
+
+
+def test_admission_policies(default_docs: list[Doc], helm: str) -> None:
+    policies = find(default_docs, "ValidatingAdmissionPolicy")
+    bindings = {b["metadata"]["name"]: b for b in find(default_docs, "ValidatingAdmissionPolicyBinding")}
+    checked: list[int] = []
+    for policy in policies:
+        name = policy["metadata"]["name"]
+        spec = policy["spec"]
+        assert spec["failurePolicy"] == "Fail"
+        assert "paramKind" not in spec  # nothing that could be missing
+        assert spec["matchConstraints"] == {  # as the API server stores it: adoption sends no change
+            "matchPolicy": "Equivalent",
+            "namespaceSelector": {},
+            "objectSelector": {},
+            "resourceRules": [
+                {
+                    "apiGroups": ["triggers.changejob.dev"],
+                    "apiVersions": ["*"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["changetriggeredjobs"],
+                    "scope": "*",
+                }
+            ],
+        }
+        assert spec["matchConditions"] == [{"name": "spec-changed", "expression": SPEC_CHANGED}]
+        assert policy["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert bindings[name]["spec"] == {"policyName": name, "validationActions": ["Deny"]}  # every namespace
+        authorizations = [v["expression"].count(".check(") for v in spec["validations"]]
+        assert max(authorizations) == 1  # the API server allows two per expression
+        assert sum(authorizations) <= 28  # and ~28 per binding
+        checked += [
+            int(i) for v in spec["validations"] for i in re.findall(r"variables\.refs\[(\d+)\]\.group", v["expression"])
+        ]
+    assert sorted(checked) == list(range(64))  # every reference the CRD allows, each once
+    crd = one(default_docs, "CustomResourceDefinition")
+    resources = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["resources"]
+    assert resources["maxItems"] == 64
+    unkept = find(render(helm, "crds.keep=false"), "ValidatingAdmissionPolicy")
+    assert unkept and all("annotations" not in p["metadata"] for p in unkept)
+
+
+def test_admission_policy_kinds_extend_the_table(helm: str) -> None:
+    extra = [{"apiVersion": "example.com/v1", "kind": "Mouse", "resource": "mice", "namespaced": True}]
+    docs = render(helm, set_json=[f"admissionPolicy.kinds={json.dumps(extra)}"])
+    kinds = one(docs, "ValidatingAdmissionPolicy", "kube-changejob-ctj-tenancy")["spec"]["variables"]
+    (table,) = [v["expression"] for v in kinds if v["name"] == "kinds"]
+    assert "'example.com/v1/Mouse': ['mice', 'Namespaced']" in table
+    webhook = one(docs, "ValidatingWebhookConfiguration")["webhooks"][0]["matchConditions"][1]["expression"]
+    assert "'example.com/v1/Mouse': ['mice', 'Namespaced']" in webhook
+    bad = run_helm(
+        helm,
+        "template",
+        "x",
+        str(CHART),
+        "--set-json",
+        'admissionPolicy.kinds=[{"apiVersion": "v1", "kind": "Evil\'"}]',
+        check=False,
+    )
+    assert bad.returncode != 0
 
 
 def test_cert_manager_mode(helm: str) -> None:
@@ -488,8 +579,11 @@ def test_cert_manager_mode(helm: str) -> None:
     assert certificate["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]
     assert "kube-changejob-webhook-service.kube-changejob-system.svc" in certificate["spec"]["dnsNames"]
     ref = f"{NAMESPACE}/{certificate['metadata']['name']}"
-    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
-        assert one(docs, kind)["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == ref
+    assert (
+        one(docs, "ValidatingWebhookConfiguration")["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == ref
+    )
+    role = one(docs, "ClusterRole", "kube-changejob-manager-role")
+    assert not rules_for(role, "admissionregistration.k8s.io", "validatingwebhookconfigurations")  # nothing to patch
     c = container(docs)
     assert "--webhook-cert-mode=cert-manager" in c["args"]
     secret_volumes = [v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"] if "secret" in v]
@@ -507,7 +601,8 @@ def test_cert_manager_mode(helm: str) -> None:
 def test_webhook_disabled_removes_all_of_it(helm: str) -> None:
     docs = render(helm, "webhook.enabled=false", "webhook.certManager.enabled=true")
     kinds = {d["kind"] for d in docs}
-    assert not kinds & {"ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "Certificate", "Issuer"}
+    assert not kinds & {"ValidatingWebhookConfiguration", "Certificate", "Issuer"}
+    assert "ValidatingAdmissionPolicy" in kinds  # tenancy does not depend on the webhook
     assert not find(docs, "Service", "kube-changejob-webhook-service")
     c = container(docs)
     assert not [a for a in c["args"] if a.startswith("--webhook")]
@@ -536,20 +631,17 @@ def test_cluster_wide_rbac_is_least_privilege(default_docs: list[Doc]) -> None:
     # and only their status is written.
     assert verbs_for(role, "batch", "jobs") == {"create", "delete", "get", "list", "watch"}
     assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs") == {"get", "list", "watch"}
-    assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs/status") == {"update", "patch"}
-    assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs/finalizers") == {"update", "patch"}
-    assert verbs_for(role, "", "events") == {"create", "patch"}
-    assert verbs_for(role, "events.k8s.io", "events") == {"create", "patch"}
-    assert verbs_for(role, "authorization.k8s.io", "subjectaccessreviews") == {"create"}
+    assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs/status") == {"update"}
+    assert verbs_for(role, "triggers.changejob.dev", "changetriggeredjobs/finalizers") == set()
+    assert verbs_for(role, "", "events") == {"create"}
+    assert verbs_for(role, "events.k8s.io", "events") == set()
+    assert verbs_for(role, "authorization.k8s.io", "subjectaccessreviews") == set()  # the policy checks tenancy
     assert verbs_for(role, "", "pods") == set()
     assert verbs_for(role, "coordination.k8s.io", "leases") == set()
-    for kind, name in (
-        ("validatingwebhookconfigurations", "kube-changejob-validating-webhook"),
-        ("mutatingwebhookconfigurations", "kube-changejob-mutating-webhook"),
-    ):
-        (rule,) = rules_for(role, "admissionregistration.k8s.io", kind)
-        assert rule["resourceNames"] == [name]
-        assert set(rule["verbs"]) == {"get", "list", "watch", "patch", "update"}
+    (rule,) = rules_for(role, "admissionregistration.k8s.io", "validatingwebhookconfigurations")
+    assert rule["resourceNames"] == ["kube-changejob-validating-webhook"]
+    assert set(rule["verbs"]) == {"get", "patch"}
+    assert not rules_for(role, "admissionregistration.k8s.io", "mutatingwebhookconfigurations")
     binding = one(default_docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == "kube-changejob-manager-role"
     assert binding["subjects"] == [
@@ -559,16 +651,12 @@ def test_cluster_wide_rbac_is_least_privilege(default_docs: list[Doc]) -> None:
 
 def test_release_namespace_role(default_docs: list[Doc]) -> None:
     role = one(default_docs, "Role", "kube-changejob-leader-election-role", NAMESPACE)
-    assert verbs_for(role, "coordination.k8s.io", "leases") == {
-        "get",
-        "list",
-        "watch",
-        "create",
-        "update",
-        "patch",
-        "delete",
-    }
+    assert verbs_for(role, "coordination.k8s.io", "leases") == {"get", "list", "create", "update", "delete"}
     assert verbs_for(role, "", "secrets") == {"get", "create", "update"}
+    by_name = {name: set(r["verbs"]) for r in rules_for(role, "", "secrets") for name in r.get("resourceNames", [])}
+    assert by_name == {"kube-changejob-hash-key": {"get"}, "kube-changejob-webhook-service-cert": {"get", "update"}}
+    assert verbs_for(role, "", "events") == set()
+    assert verbs_for(role, "batch", "jobs") == set()  # cluster-wide, the ClusterRole covers the dry-run
     binding = one(default_docs, "RoleBinding", "kube-changejob-leader-election-rolebinding", NAMESPACE)
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -612,10 +700,12 @@ def test_namespaced_mode_uses_roles(helm: str) -> None:
         assert verbs_for(role, "apps", "daemonsets") == {"get", "list", "watch"}
         assert verbs_for(role, "", "nodes") == set()
         assert "create" in verbs_for(role, "batch", "jobs")
-        assert verbs_for(role, "", "events") == {"create", "patch"}
+        assert verbs_for(role, "", "events") == {"create"}
         binding = one(docs, "RoleBinding", "kube-changejob-watch-rolebinding", namespace)
         assert binding["roleRef"]["name"] == "kube-changejob-watch-role"
         assert binding["subjects"][0]["namespace"] == NAMESPACE
+    release_role = one(docs, "Role", "kube-changejob-leader-election-role", NAMESPACE)
+    assert verbs_for(release_role, "batch", "jobs") == {"create"}  # the webhook's dry-run of Job templates
     without_nodes = render(
         helm, "watch.namespaces={team-a}", set_json=['watch.resources=[{"apiGroup": "", "resources": ["configmaps"]}]']
     )
@@ -669,7 +759,24 @@ def test_dist_install_is_the_chart_plus_namespace(helm: str, default_docs: list[
     namespace = dist[0]
     assert namespace["kind"] == "Namespace" and namespace["metadata"]["name"] == NAMESPACE
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    # the chart's objects, except that kubectl, not Helm, manages them: no managed-by label, which
+    # `helm install --take-ownership` adds later without a field conflict
+    for doc in default_docs:
+        for labels in (
+            doc["metadata"]["labels"],
+            doc.get("spec", {}).get("template", {}).get("metadata", {}).get("labels"),
+        ):
+            if labels:
+                assert labels.pop("app.kubernetes.io/managed-by") == "Helm"
     assert dist[1:] == default_docs
+    assert "managed-by" not in (REPO / "dist" / "install.yaml").read_text(encoding="utf-8")
+
+
+def test_every_field_ref_names_its_api_version(default_docs: list[Doc]) -> None:
+    # the API server fills apiVersion: v1 in; a manifest without it conflicts when Helm adopts it
+    env = container(default_docs)["env"]
+    refs = [e["valueFrom"]["fieldRef"] for e in env if "fieldRef" in e.get("valueFrom", {})]
+    assert refs and all(ref["apiVersion"] == "v1" for ref in refs)
 
 
 def test_kustomization_installs_the_same_objects(default_docs: list[Doc]) -> None:
@@ -694,3 +801,118 @@ def test_notes_tell_the_next_command(helm: str) -> None:
     result = run_helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client")
     notes = result.stdout.split("NOTES:", 1)[1]
     assert f"kubectl -n {NAMESPACE} rollout status deployment/kube-changejob-controller-manager" in notes
+
+
+# -- docs/install.md's RBAC table is the chart's grants, in every mode --------------------------------
+
+INSTALL = REPO / "docs" / "install.md"
+WATCHED = "watch.resources"
+
+Grant = tuple[str, str, str, str, frozenset[str]]  # role, group, resource, resource name, verbs
+
+
+def rbac_table() -> list[tuple[Grant, str]]:
+    """(grant, when) for each row of the RBAC table."""
+    text = INSTALL.read_text(encoding="utf-8")
+    section = text[text.index("## RBAC") : text.index("### Namespaced mode")]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 6 or not cells[0].startswith(("ClusterRole", "Role")):
+            continue
+        role_cell, group, resource_cell, verbs, when, _ = cells
+        role = re.search(r"`<release>-([a-z-]+)`", role_cell)
+        assert role, role_cell
+        named = re.fullmatch(r"`([^`]+)`(?: named `([^`]+)`)?", resource_cell)
+        assert named, resource_cell
+        resource, name = named.group(1), (named.group(2) or "").replace("<release>", RELEASE)
+        kind = "ClusterRole" if role_cell.startswith("ClusterRole") else "Role"
+        grant = (
+            f"{kind} {role.group(1)}",
+            group.strip("`").replace('""', ""),
+            resource,
+            name,
+            frozenset(v.strip() for v in verbs.split(",")),
+        )
+        rows.append((grant, when))
+    assert len(rows) >= 12
+    return rows
+
+
+def applies(when: str, values: Mapping[str, Any]) -> bool:
+    namespaced = bool(values["namespaces"])
+    webhook = values["webhook"]
+    conditions = {
+        "always": True,
+        "cluster-wide": not namespaced,
+        "namespaced": namespaced,
+        "self-signed": webhook and not values["cert_manager"],
+        "no policy": webhook and not values["policy"],
+        "webhook": webhook,
+    }
+    return all(conditions[part.strip()] for part in when.split(","))
+
+
+def granted(docs: list[dict[str, Any]]) -> set[Grant]:
+    out: set[Grant] = set()
+    for doc in docs:
+        if doc["kind"] not in ("ClusterRole", "Role"):
+            continue
+        name = doc["metadata"]["name"]
+        if not name.startswith(f"{RELEASE}-") or name.startswith(f"{RELEASE}-ctj-"):
+            continue  # the aggregated user roles are not the operator's
+        role = f"{doc['kind']} {name.removeprefix(RELEASE + '-')}"
+        for rule in doc["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for resource_name in rule.get("resourceNames") or [""]:
+                        out.add((role, group, resource, resource_name, frozenset(rule["verbs"])))
+    return out
+
+
+WATCH = [
+    {"apiGroup": "", "resources": ["configmaps", "secrets"]},
+    {"apiGroup": "", "resources": ["nodes"], "clusterScoped": True},
+    {"apiGroup": "apps", "resources": ["deployments", "statefulsets", "daemonsets"]},
+]
+MODES = [
+    {"namespaces": [], "webhook": True, "cert_manager": False, "policy": True},
+    {"namespaces": ["team-a"], "webhook": True, "cert_manager": False, "policy": True},
+    {"namespaces": [], "webhook": True, "cert_manager": False, "policy": False},
+    {"namespaces": ["team-a"], "webhook": True, "cert_manager": True, "policy": True},
+    {"namespaces": [], "webhook": False, "cert_manager": False, "policy": True},
+]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(f"{k}={v}" for k, v in m.items()))
+def test_the_install_docs_rbac_table_is_what_the_chart_grants(helm: str, mode: Mapping[str, Any]) -> None:
+    sets = [
+        f"webhook.enabled={str(mode['webhook']).lower()}",
+        f"webhook.certManager.enabled={str(mode['cert_manager']).lower()}",
+        f"admissionPolicy.enabled={str(mode['policy']).lower()}",
+    ]
+    if mode["namespaces"]:
+        sets.append(f"watch.namespaces={{{','.join(mode['namespaces'])}}}")
+    actual = granted(render(helm, *sets))
+    watched = {
+        (group, resource, bool(entry.get("clusterScoped")))
+        for entry in WATCH
+        for group in [entry["apiGroup"]]
+        for resource in entry["resources"]
+    }
+    watch_role = "ClusterRole manager-role" if not mode["namespaces"] else "Role watch-role"
+    expected: set[Grant] = set()
+    for (role, group, resource, name, verbs), when in rbac_table():
+        if resource == WATCHED:
+            if applies(when, mode):
+                expected |= {(role, g, r, "", verbs) for g, r, cluster in watched if not cluster}
+            continue
+        if applies(when, mode):
+            expected.add((role, group, resource, name, verbs))
+    # types marked clusterScoped are granted by the ClusterRole in every mode
+    expected |= {
+        ("ClusterRole manager-role", g, r, "", frozenset({"get", "list", "watch"})) for g, r, c in watched if c
+    }
+    assert watch_role in {g[0] for g in actual}
+    extra, missing = sorted(actual - expected), sorted(expected - actual)
+    assert actual == expected, f"granted, not in the table: {extra}\nin the table, not granted: {missing}"

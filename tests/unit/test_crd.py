@@ -210,6 +210,20 @@ def test_cel_rules(schema: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
         for rule in node.get("x-kubernetes-validations", ()):
             assert not re.search(r"\.namespace\b", rule["rule"]), path
             assert rule.get("message"), path
+    (kind_rule,) = [
+        r for r in spec["properties"]["resources"]["items"]["x-kubernetes-validations"] if ".kind" in r["rule"]
+    ]
+    # the guide's words for "kind: configmap", with no webhook involved
+    assert kind_rule["message"].startswith("resource kind does not exist")
+    assert "'resource kind does not exist: ' + self.kind" in kind_rule["messageExpression"]
+    assert re.match(kind_rule["rule"].split("'")[1], "ConfigMap") and not re.match(
+        kind_rule["rule"].split("'")[1], "configmap"
+    )
+
+
+def test_status_defaults_to_no_generation_observed(status: Mapping[str, Any]) -> None:
+    # Until the operator writes status, kstatus and Argo CD read "generation 1, observed 0": in progress.
+    assert status["default"] == {"observedGeneration": 0}
 
 
 def test_status_schema(status: Mapping[str, Any]) -> None:

@@ -1,22 +1,22 @@
-"""docs/gitops.md and the Argo CD health check (docs/argocd-health.lua).
+"""docs/gitops.md, docs/health-states.yaml and the Argo CD health check (docs/argocd-health.lua).
 
-The Lua check runs under any Lua interpreter found on PATH (Argo CD embeds Lua 5.1; the script uses
-nothing newer). Without one those cases are skipped: the interpreter is optional for this project.
+The Lua check runs exactly as Argo CD runs a health check from argocd-cm: by Argo CD's own code
+(util/lua, gopher-lua with Argo CD's library set-up), in the pinned ``gitops-health`` tool
+(tools/go/health), which also reports kstatus. tests/integration/test_gitops_health.py runs it on
+live objects in every state; these cases cover the script's branches on objects made up here.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import subprocess
-import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from gitops_health import judge
 
 pytestmark = pytest.mark.unit
 
@@ -47,40 +47,10 @@ def test_the_documented_health_check_is_the_shipped_file() -> None:
     assert configmap["data"][HEALTH_KEY] == HEALTH.read_text(encoding="utf-8")
 
 
-def lua() -> str:
-    for name in ("lua5.1", "luajit", "lua", "lua5.4", "lua5.3"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip("no Lua interpreter on PATH; the Argo CD health check is tested where one is installed")
-
-
-def to_lua(value: Any) -> str:
-    """A Lua expression for a JSON-like value (what Argo CD hands the script as `obj`)."""
-    if value is None:
-        return "nil"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string literal is a valid Lua string literal for ASCII
-    if isinstance(value, list):
-        return "{" + ", ".join(to_lua(v) for v in value) + "}"
-    assert isinstance(value, Mapping)
-    return "{" + ", ".join(f"[{json.dumps(k)}] = {to_lua(v)}" for k, v in value.items()) + "}"
-
-
 def health(obj: Mapping[str, Any]) -> tuple[str, str]:
-    program = textwrap.dedent(f"""\
-        obj = {to_lua(obj)}
-        local check = assert(loadfile({json.dumps(str(HEALTH))}))
-        local hs = check()
-        io.write(hs.status, "\\n", hs.message)
-        """)
-    out = subprocess.run([lua(), "-"], input=program, capture_output=True, text=True, check=True, timeout=30).stdout
-    status, message = out.split("\n", 1)
-    return status, message
+    argocd = judge({"apiVersion": "triggers.changejob.dev/v1alpha", **obj})["argocd"]
+    assert not argocd.get("error"), argocd
+    return argocd["status"], argocd["message"]
 
 
 def ctj(generation: int, observed: int | None, *conditions: tuple[str, str, str, str]) -> dict[str, Any]:
@@ -136,3 +106,28 @@ def test_ready_false_is_degraded_and_unknown_is_progressing() -> None:
 
 def test_conditions_without_ready_are_progressing() -> None:
     assert health(ctj(1, 1, NOT_DEGRADED))[0] == "Progressing"
+
+
+def test_kstatus_reads_observed_generation_and_ready() -> None:
+    fresh = {"apiVersion": "triggers.changejob.dev/v1alpha", "kind": "ChangeTriggeredJob"}
+    defaulted = {**fresh, "metadata": {"name": "t", "generation": 1}, "status": {"observedGeneration": 0}}
+    assert judge(defaulted)["kstatus"]["status"] == "InProgress"  # the CRD's default status
+    ready = judge(ctj(2, 2, READY, NOT_DEGRADED))
+    assert ready["kstatus"]["status"] == ready["fluxKstatus"]["status"] == "Current"
+    not_ready = judge(
+        ctj(2, 2, ("Ready", "False", "ResourceMissing", "x"), ("Degraded", "True", "ResourceMissing", "x"))
+    )
+    assert not_ready["kstatus"]["status"] == "InProgress"  # kstatus does read Ready
+    stalled = judge(ctj(2, 2, ("Ready", "False", "InvalidSpec", "x"), ("Stalled", "True", "InvalidSpec", "x")))
+    assert stalled["kstatus"]["status"] == stalled["fluxKstatus"]["status"] == "Failed"
+
+
+STATES = yaml.safe_load((REPO / "docs" / "health-states.yaml").read_text(encoding="utf-8"))["states"]
+
+
+def test_the_documented_table_is_the_data_the_tests_run() -> None:
+    text = GITOPS.read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([a-z-]+)` \| ([^|]+) \| (\w+) \| (\w+) \|", text, flags=re.MULTILINE)
+    assert {name: (argocd, kstatus) for name, _, argocd, kstatus in rows} == {
+        name: (state["argocd"], state["kstatus"]) for name, state in STATES.items()
+    }

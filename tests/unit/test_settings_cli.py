@@ -9,15 +9,17 @@ message naming the offending setting.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
+import typing
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from changejob import cli, settings
+from changejob import cli, preflight, settings
 
 pytestmark = pytest.mark.unit
 
@@ -61,14 +63,81 @@ def test_defaults() -> None:
     assert config.webhook_port == 0
 
 
-def test_every_setting_has_a_flag(capsys: pytest.CaptureFixture[str]) -> None:
+def _help_text(capsys: pytest.CaptureFixture[str]) -> str:
     with pytest.raises(SystemExit) as exited:
         cli.main(["run", "--help"])
     assert exited.value.code == 0
-    shown = capsys.readouterr().out
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_every_setting_has_a_flag_with_description_default_and_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    shown = _help_text(capsys)
     assert "CHANGEJOB_" in shown and "POLL_INTERVAL" in shown
-    for name in settings.Settings.model_fields:
-        assert "--" + name.replace("_", "-") + " VALUE" in shown, name
+    entries = re.split(r" (?=--[a-z-]+ )", shown.split("show this help message and exit", 1)[1].split("exit codes:")[0])
+    by_flag = {entry.split()[0]: entry for entry in entries if entry.startswith("--")}
+    for name, field in settings.Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        assert flag in by_flag, flag
+        entry = by_flag[flag].strip()
+        assert field.description, f"{flag} has no description"
+        assert " ".join(field.description.split()) in entry, entry
+        assert re.search(r"\(default: [^)]+\)$", entry), entry
+        if (
+            choices := typing.get_args(field.annotation)
+            if typing.get_origin(field.annotation) is typing.Literal
+            else ()
+        ):
+            assert "one of " + ", ".join(choices) in entry, entry
+    assert by_flag["--poll-interval"].endswith("(default: 1m)")
+    assert (
+        by_flag["--leader-elect"].startswith("--leader-elect [BOOL]")
+        and "(default: false)" in by_flag["--leader-elect"]
+    )
+    assert by_flag["--metrics-bind-address"].endswith("(default: :8080)")
+    assert "(default: $POD_NAMESPACE," in by_flag["--leader-election-namespace"]
+
+
+def test_help_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    shown = _help_text(capsys)
+    listed = [int(code) for code in re.findall(r" (\d) [a-z]", shown.split("exit codes:", 1)[1])]
+    assert listed == [int(code) for code in preflight.ExitCode]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--leader-elect"], True),
+        (["--leader-elect=true"], True),
+        (["--leader-elect=false"], False),
+        (["--leader-elect=False"], False),
+        (["--leader-elect", "--shards=4"], True),
+        (["--shards=4", "--leader-elect"], True),
+        (["--leader-elect", "false"], False),
+        ([], False),
+    ],
+)
+def test_boolean_flags_work_bare_and_with_a_value(argv: list[str], expected: bool) -> None:
+    assert cli.parse(["run", *argv]).leader_elect is expected
+
+
+def test_bare_boolean_flag_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHANGEJOB_LEADER_ELECT", "false")
+    assert cli.parse(["run", "--leader-elect"]).leader_elect is True
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (timedelta(seconds=60), "1m"),
+        (timedelta(seconds=90), "1m30s"),
+        (timedelta(hours=1, seconds=5), "1h5s"),
+        (timedelta(milliseconds=500), "500ms"),
+        (timedelta(0), "0s"),
+    ],
+)
+def test_durations_are_shown_in_go_syntax(value: timedelta, text: str) -> None:
+    assert cli.format_duration(value) == text
+    assert cli.parse(["run", f"--watch-timeout={text}"]).watch_timeout == value  # reads back what help shows
 
 
 def test_flags_are_parsed() -> None:

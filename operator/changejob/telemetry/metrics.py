@@ -9,6 +9,9 @@ process, platform and GC collectors are registered on it explicitly.
 
 from __future__ import annotations
 
+import platform
+from importlib import metadata
+
 import prometheus_client
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector, exposition
 from prometheus_client.core import CollectorRegistry
@@ -34,6 +37,30 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
 GCCollector(registry=REGISTRY)
+
+# -- the build ---------------------------------------------------------------------------------------
+build_info = Gauge(
+    f"{PREFIX}_build_info",
+    "Always 1; its labels name the running build: version (the package version), python_version, "
+    "python_implementation.",
+    ["version", "python_version", "python_implementation"],
+    registry=REGISTRY,
+)
+
+
+def _package_version() -> str:
+    """The installed distribution's version (the same source as ``changejob.__version__``)."""
+    try:
+        return metadata.version("kube-changejob")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+build_info.labels(
+    version=_package_version(),
+    python_version=platform.python_version(),
+    python_implementation=platform.python_implementation(),
+).set(1)
 
 # -- triggers and Jobs -------------------------------------------------------------------------------
 triggers_total = Counter(
@@ -81,6 +108,11 @@ watch_events_total = Counter(
 watch_streams = Gauge(
     f"{PREFIX}_watch_streams",
     "Open watch streams (one per watched resource type and namespace).",
+    registry=REGISTRY,
+)
+fetch_errors_total = Counter(
+    f"{PREFIX}_fetch_errors_total",
+    "Failed reads of newly watched objects (joined after their stream's list); retried with backoff.",
     registry=REGISTRY,
 )
 watched_objects = Gauge(

@@ -1,14 +1,27 @@
-"""Admission review of ChangeTriggeredJobs: validation, tenancy and defaulting.
+"""Admission review of ChangeTriggeredJobs: what needs the operator's knowledge of the cluster.
 
-``review`` answers the validating webhook. A spec is rejected (400) when it does not parse, names a
-kind the API server does not serve, gets the namespace of a watched resource wrong for its scope, or
-carries a job template the API server would not accept as a Job (a server-side dry-run create). It is
-rejected (403) when the requesting user could not ``get`` a watched object or ``create`` Jobs in the
-CTJ's namespace: a CTJ must not become a way to observe, or act on, what its author cannot. Every
-problem is collected and reported at once.
+Most admission of a CTJ happens in the API server itself and never needs a replica to be up: the
+CRD's schema and CEL rules judge its shape and fill its defaults, and the chart's
+ValidatingAdmissionPolicy (``chart/templates/admission-policy.yaml``) checks tenancy with CEL's
+``authorizer``. This module answers what only discovery or the Python domain can judge:
 
-``default`` answers the mutating webhook with a JSON Patch filling spec defaults. It never touches
-metadata: an annotation or label added here would show up as drift in every GitOps tool.
+- ``REFERENCES_PATH`` (the API server calls it with ``failurePolicy: Fail``, only when a spec change
+  names a kind outside the policy's table of known kinds): does each referenced kind exist, and is
+  its namespace set exactly when the kind is namespaced. With ``access`` given (``--webhook-tenancy
+  =webhook``, for clusters without ValidatingAdmissionPolicy), tenancy is checked here as well, with
+  SubjectAccessReviews: get on each referenced object, create on Jobs, impersonate on the Jobs'
+  ServiceAccount.
+- ``SPEC_PATH`` (``failurePolicy: Ignore``: advice, never a gate): the domain's own parse (field
+  paths) and a server-side dry-run of the Job the template describes. What cannot be checked right
+  now is admitted with a warning; the operator reports the same problems in status.
+- ``VALIDATE_PATH``: both at once, for a single webhook entry.
+
+Every answer depends only on the submitted object and on discovery, never on who asked or on which
+namespaces exist: the dry-run runs in the operator's own namespace, and in policy mode no
+permission is looked up. So an AdmissionReview forged by anyone who can reach the port learns
+nothing it could not learn from discovery (see docs/security.md). A spec is reviewed only on CREATE
+and on an UPDATE that changes it; the configurations' ``matchConditions`` already keep metadata and
+status writes away, and this check keeps them free when a configuration lacks them.
 
 The API server is reached only through the ``Resolver``, ``AccessChecker`` and ``DryRunJob``
 arguments (``changejob.kube.discovery.Discovery``, ``changejob.kube.access``), so this module is
@@ -17,29 +30,29 @@ tested with small in-memory implementations of them.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
+import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-import orjson
-
 from changejob.domain import api
 
+log = logging.getLogger(__name__)
+
 VALIDATE_PATH = "/validate-ctj"
-MUTATE_PATH = "/mutate-ctj"
-DEFAULTS: Mapping[str, Any] = {
-    "condition": api.DEFAULT_CONDITION.value,
-    "cooldown": f"{int(api.DEFAULT_COOLDOWN.total_seconds())}s",
-    "history": api.DEFAULT_HISTORY,
-}
+REFERENCES_PATH = "/validate-ctj/references"
+SPEC_PATH = "/validate-ctj/spec"
+PATHS = (VALIDATE_PATH, REFERENCES_PATH, SPEC_PATH)
 JOB_NAME_PREFIX_MAX = 52  # a generated Job name must stay a 63-character label value
+_GENERATED_JOB = re.compile(r'^Job\.batch "[^"]*" is invalid: ')
+DEFAULT_SERVICE_ACCOUNT = "default"
 
 Response = dict[str, Any]
 
 
 class ResourceType(Protocol):
-    """What the resolver knows of a kind (``changejob.kube.discovery.ResourceType`` has this shape)."""
+    """What the resolver knows of a kind (``changejob.kube.resources.ResourceType`` has this shape)."""
 
     @property
     def group(self) -> str: ...
@@ -91,8 +104,11 @@ class Permission:
         return text
 
 
-def allow(uid: str) -> Response:
-    return {"uid": uid, "allowed": True}
+def allow(uid: str, *, warnings: list[str] | None = None) -> Response:
+    response: Response = {"uid": uid, "allowed": True}
+    if warnings:
+        response["warnings"] = warnings
+    return response
 
 
 def deny(uid: str, *, code: int, message: str) -> Response:
@@ -112,15 +128,24 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _resources(spec: Mapping[str, Any], *, spec_errors: list[str]) -> list[tuple[int, Mapping[str, Any]]]:
-    """Entries of spec.resources well-formed enough to look up; parse_spec reported the others.
+# --------------------------------------------------------------------------------------------------
+# References: kinds and scopes (discovery), and what reading them takes
 
-    An entry whose apiVersion or kind parse_spec rejected is not sent to discovery at all.
+
+def _resources(spec: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
+    """Entries of spec.resources well-formed enough to look up.
+
+    An entry whose apiVersion or kind the domain rejects (the CRD schema refuses them too) is never
+    sent to discovery, where it would become part of a URL.
     """
     entries = spec.get("resources")
     if not isinstance(entries, list):
         return []
-    rejected = {error.split(":", 1)[0] for error in spec_errors}
+    try:
+        api.parse_spec(spec)
+        rejected: set[str] = set()
+    except api.SpecError as exc:
+        rejected = {error.split(":", 1)[0] for error in exc.errors}
     return [
         (i, r)
         for i, r in enumerate(entries)
@@ -131,13 +156,11 @@ def _resources(spec: Mapping[str, Any], *, spec_errors: list[str]) -> list[tuple
     ]
 
 
-def _check_resources(
-    spec: Mapping[str, Any], *, resolver: Resolver, spec_errors: list[str]
-) -> tuple[list[str], list[Permission]]:
+def check_references(spec: Mapping[str, Any], *, resolver: Resolver) -> tuple[list[str], list[Permission]]:
     """Kind and namespace errors of spec.resources, and the ``get`` each resource needs."""
     errors: list[str] = []
     needed: list[Permission] = []
-    for i, entry in _resources(spec, spec_errors=spec_errors):
+    for i, entry in _resources(spec):
         api_version, kind = str(entry["apiVersion"]), str(entry["kind"])
         name, namespace = _str(entry.get("name")), _str(entry.get("namespace"))
         found = resolver.resolve(api_version=api_version, kind=kind)
@@ -156,6 +179,54 @@ def _check_resources(
     return errors, needed
 
 
+def service_account(obj: Mapping[str, Any]) -> str:
+    """The ServiceAccount the Jobs' Pods run as: the template's, or the namespace's "default"."""
+    template = (_spec_of(obj) or {}).get("jobTemplate")
+    pod: Any = template
+    for key in ("spec", "template", "spec"):
+        pod = pod.get(key) if isinstance(pod, Mapping) else None
+    if not isinstance(pod, Mapping):
+        return DEFAULT_SERVICE_ACCOUNT
+    return _str(pod.get("serviceAccountName")) or _str(pod.get("serviceAccount")) or DEFAULT_SERVICE_ACCOUNT
+
+
+def workload_permissions(obj: Mapping[str, Any], *, namespace: str) -> list[Permission]:
+    """What running the CTJ's Jobs takes: creating Jobs, and acting as their ServiceAccount.
+
+    Whoever may create a Pod may run it as any ServiceAccount of its namespace; Kubernetes' built-in
+    ``edit`` and ``admin`` roles say so by granting ``impersonate`` on ``serviceaccounts``. The
+    operator creates the Jobs with its own privileges, so the author must hold that grant for the
+    named ServiceAccount (or for "default").
+    """
+    return [
+        Permission(verb="create", group="batch", resource="jobs", namespace=namespace, name=None),
+        Permission(
+            verb="impersonate",
+            group="",
+            resource="serviceaccounts",
+            namespace=namespace,
+            name=service_account(obj),
+        ),
+    ]
+
+
+def missing_permissions(user: Mapping[str, Any], needed: list[Permission], *, access: AccessChecker) -> list[str]:
+    """Descriptions of the permissions in ``needed`` that ``user`` lacks, each asked once."""
+    username = str(user.get("username", ""))
+    unique = list(dict.fromkeys(needed))
+    return [
+        p.describe(username)
+        for p in unique
+        if not access.allowed(
+            user=user, verb=p.verb, group=p.group, resource=p.resource, namespace=p.namespace, name=p.name
+        )
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Spec: the domain's parse and the Job the template describes
+
+
 def dry_run_body(obj: Mapping[str, Any]) -> dict[str, Any] | None:
     """The Job the template describes, as the API server should judge it (None: no template)."""
     template = (_spec_of(obj) or {}).get("jobTemplate")
@@ -172,53 +243,46 @@ def dry_run_body(obj: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": template["spec"]}
 
 
-def _name_problems(obj: Mapping[str, Any]) -> tuple[str, ...]:
-    """Why the CTJ's name cannot work (it becomes the Jobs' owner label value)."""
+def check_parse(obj: Mapping[str, Any]) -> list[str]:
+    """Errors of the name and the spec as the domain parses them (field paths, durations, ...)."""
     name = _str((obj.get("metadata") or {}).get("name"))
-    return api.name_errors(name) if name else ()
-
-
-def _check_job_template(obj: Mapping[str, Any], *, namespace: str, dry_run_job: DryRunJob) -> list[str]:
-    body = dry_run_body(obj)
-    if body is None:
-        return []
-    problem = dry_run_job(namespace, body)
-    return [] if problem is None else [f"spec.jobTemplate: {problem}"]
-
-
-def validate(
-    obj: Mapping[str, Any], *, namespace: str, resolver: Resolver, dry_run_job: DryRunJob
-) -> tuple[list[str], list[Permission]]:
-    """Every validation error of the CTJ, and the permissions its author needs if it is valid."""
-    spec = _spec_of(obj)
-    if not isinstance(spec, Mapping):
-        return ["spec: required"], []
-    errors = [f"metadata.name: {problem}" for problem in _name_problems(obj)]
+    errors = [f"metadata.name: {problem}" for problem in (api.name_errors(name) if name else ())]
     try:
-        api.parse_spec(spec)
+        api.parse_spec(_spec_of(obj))
     except api.SpecError as exc:
         errors.extend(exc.errors)
-    resource_errors, needed = _check_resources(spec, resolver=resolver, spec_errors=errors)
-    errors += resource_errors
-    errors += _check_job_template(obj, namespace=namespace, dry_run_job=dry_run_job)
-    needed.append(Permission(verb="create", group="batch", resource="jobs", namespace=namespace, name=None))
-    return errors, needed
+    return errors
 
 
-def missing_permissions(user: Mapping[str, Any], needed: list[Permission], *, access: AccessChecker) -> list[str]:
-    """Descriptions of the permissions in ``needed`` that ``user`` lacks, each asked once."""
-    username = str(user.get("username", ""))
-    unique = list(dict.fromkeys(needed))
-    return [
-        p.describe(username)
-        for p in unique
-        if not access.allowed(
-            user=user, verb=p.verb, group=p.group, resource=p.resource, namespace=p.namespace, name=p.name
-        )
-    ]
+def check_job_template(
+    obj: Mapping[str, Any], *, dry_run_job: DryRunJob, dry_run_namespace: str
+) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of the Job the template describes, as the API server judges it.
+
+    The dry-run runs in ``dry_run_namespace`` (the operator's own), so its answer never depends on
+    the CTJ's namespace. A dry-run that fails for a reason other than the template (the API server
+    unreachable, throttled) is a warning, not an error: this check is advice.
+    """
+    body = dry_run_body(obj)
+    if body is None:
+        return [], []
+    try:
+        problem = dry_run_job(dry_run_namespace, body)
+    except Exception as exc:
+        log.warning("could not dry-run the Job template: %s", exc)
+        return [], ["spec.jobTemplate: not checked now (the API server did not answer the dry-run)"]
+    if problem is None:
+        return [], []
+    # The API server names the Job it generated a name for ("Job.batch "sync-x7k2p" is invalid: ..."):
+    # drop that random name, so the same template always gets the same answer.
+    return [f"spec.jobTemplate: {_GENERATED_JOB.sub('the Job it describes is invalid: ', problem)}"], []
 
 
-def _needs_review(request: Mapping[str, Any]) -> bool:
+# --------------------------------------------------------------------------------------------------
+# The review
+
+
+def needs_review(request: Mapping[str, Any]) -> bool:
     """CREATE always; UPDATE only when the spec changed; DELETE and CONNECT never."""
     operation = request.get("operation")
     if operation == "CREATE":
@@ -228,66 +292,90 @@ def _needs_review(request: Mapping[str, Any]) -> bool:
     return bool(_spec_of(request.get("object")) != _spec_of(request.get("oldObject")))
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Checks:
+    """Which checks a path runs."""
+
+    references: bool
+    spec: bool
+
+
+CHECKS = {
+    VALIDATE_PATH: Checks(references=True, spec=True),
+    REFERENCES_PATH: Checks(references=True, spec=False),
+    SPEC_PATH: Checks(references=False, spec=True),
+}
+
+
 def review(
-    request: Mapping[str, Any], *, resolver: Resolver, access: AccessChecker, dry_run_job: DryRunJob
+    request: Mapping[str, Any],
+    *,
+    checks: Checks,
+    resolver: Resolver,
+    dry_run_job: DryRunJob,
+    dry_run_namespace: str,
+    access: AccessChecker | None = None,
 ) -> Response:
-    """The AdmissionReview ``response`` of the validating webhook for ``request``."""
+    """The AdmissionReview ``response`` for ``request``: allowed, or denied with every problem."""
     uid = str(request.get("uid", ""))
-    if not _needs_review(request):
+    if not needs_review(request):
         return allow(uid)
     obj = request.get("object") or {}
-    namespace = _str(request.get("namespace")) or _str((obj.get("metadata") or {}).get("namespace"))
-    errors, needed = validate(obj, namespace=namespace or "default", resolver=resolver, dry_run_job=dry_run_job)
+    spec = _spec_of(obj)
+    if not isinstance(spec, Mapping):
+        return deny(uid, code=400, message="spec: required")
+    errors: list[str] = []
+    warnings: list[str] = []
+    needed: list[Permission] = []
+    if checks.spec:
+        errors += check_parse(obj)
+    if checks.references:
+        reference_errors, needed = check_references(spec, resolver=resolver)
+        errors += reference_errors
+    if checks.spec:
+        template_errors, warnings = check_job_template(
+            obj, dry_run_job=dry_run_job, dry_run_namespace=dry_run_namespace
+        )
+        errors += template_errors
     if errors:
         return deny(uid, code=400, message="; ".join(errors))
-    missing = missing_permissions(request.get("userInfo") or {}, needed, access=access)
-    if missing:
-        return deny(uid, code=403, message="; ".join(missing))
-    return allow(uid)
-
-
-def default_patch(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """JSON Patch operations filling absent spec defaults; none for what is already set."""
-    ops = [
-        {"op": "add", "path": f"/spec/{key}", "value": value}
-        for key, value in DEFAULTS.items()
-        if spec.get(key) is None
-    ]
-    resources = spec.get("resources")
-    if isinstance(resources, list):
-        ops += [
-            {"op": "add", "path": f"/spec/resources/{i}/fields", "value": list(api.DEFAULT_FIELDS)}
-            for i, entry in enumerate(resources)
-            if isinstance(entry, Mapping) and entry.get("fields") is None
-        ]
-    return ops
-
-
-def default(request: Mapping[str, Any]) -> Response:
-    """The AdmissionReview ``response`` of the mutating webhook: spec defaults as a JSON Patch."""
-    uid = str(request.get("uid", ""))
-    response = allow(uid)
-    if request.get("operation") not in ("CREATE", "UPDATE"):
-        return response
-    spec = _spec_of(request.get("object"))
-    ops = default_patch(spec) if isinstance(spec, Mapping) else []
-    if ops:
-        response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(orjson.dumps(ops)).decode()
-    return response
+    if access is not None and checks.references:
+        namespace = _str(request.get("namespace")) or _str((obj.get("metadata") or {}).get("namespace")) or ""
+        needed = workload_permissions(obj, namespace=namespace) + needed
+        missing = missing_permissions(request.get("userInfo") or {}, needed, access=access)
+        if missing:
+            return deny(uid, code=403, message="; ".join(missing))
+    return allow(uid, warnings=warnings)
 
 
 class Admission:
-    """Routes the webhook paths to ``review`` and ``default`` with the given API-backed helpers."""
+    """Routes the webhook paths to ``review`` with the given API-backed helpers.
 
-    def __init__(self, *, resolver: Resolver, access: AccessChecker, dry_run_job: DryRunJob) -> None:
+    ``access`` is given only when the webhook, not a ValidatingAdmissionPolicy, enforces tenancy.
+    """
+
+    def __init__(
+        self,
+        *,
+        resolver: Resolver,
+        dry_run_job: DryRunJob,
+        dry_run_namespace: str,
+        access: AccessChecker | None = None,
+    ) -> None:
         self._resolver = resolver
-        self._access = access
         self._dry_run_job = dry_run_job
+        self._dry_run_namespace = dry_run_namespace
+        self._access = access
 
     def __call__(self, path: str, request: Mapping[str, Any]) -> Response:
-        if path == VALIDATE_PATH:
-            return review(request, resolver=self._resolver, access=self._access, dry_run_job=self._dry_run_job)
-        if path == MUTATE_PATH:
-            return default(request)
-        raise LookupError(f"no admission handler for {path}")
+        checks = CHECKS.get(path)
+        if checks is None:
+            raise LookupError(f"no admission handler for {path}")
+        return review(
+            request,
+            checks=checks,
+            resolver=self._resolver,
+            dry_run_job=self._dry_run_job,
+            dry_run_namespace=self._dry_run_namespace,
+            access=self._access,
+        )

@@ -4,11 +4,17 @@ A ``ThreadingHTTPServer`` in a daemon thread: one thread per connection (the API
 connections alive), TLS 1.2 or newer, AdmissionReview v1 JSON in and out (orjson). The TLS handshake
 runs in the connection's thread, not in the accept loop, so a slow client cannot stall the others.
 
+Callers can be restricted to the API server: with ``client_ca_file`` every connection must present
+a client certificate signed by that CA (the one the API server's admission configuration gives it
+for webhooks), and with ``client_names`` its common name or a DNS name must be one of them; anything
+else is refused before a request is read. Whatever the caller, an answer carries no detail of an
+internal failure (that goes to the log).
+
 Certificates are reloaded without a restart: before each new connection the certificate and key
-files are stat'ed, and a changed pair is loaded into a new ``SSLContext``. A pair caught half-written
-(a key that does not match the certificate yet) is ignored until both files agree, and the previous
-context keeps serving meanwhile. Rotation (``webhook.certs``), cert-manager and mounted Secrets all
-just replace the files.
+files (and the client CA) are stat'ed, and a changed set is loaded into a new ``SSLContext``. A pair
+caught half-written (a key that does not match the certificate yet) is ignored until both files
+agree, and the previous context keeps serving meanwhile. Rotation (``webhook.certs``), cert-manager
+and mounted Secrets all just replace the files.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from changejob.webhook import admission
 
 log = logging.getLogger(__name__)
 
-ROUTES = (admission.VALIDATE_PATH, admission.MUTATE_PATH)
+ROUTES = admission.PATHS
 MAX_BODY = 8 * 1024 * 1024  # an AdmissionReview holds the object and, on UPDATE, the old one
 IDLE_TIMEOUT = 30.0
 
@@ -40,15 +46,17 @@ Handler = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
 class Certificates:
     """The current server ``SSLContext``, rebuilt when the certificate or key file changes."""
 
-    def __init__(self, *, cert_file: Path, key_file: Path) -> None:
+    def __init__(self, *, cert_file: Path, key_file: Path, client_ca_file: Path | None = None) -> None:
         self._cert_file = cert_file
         self._key_file = key_file
+        self._client_ca_file = client_ca_file
         self._lock = threading.Lock()
         self._signature = self._stat()
         self._context = self._load()
 
     def _stat(self) -> tuple[tuple[int, int, int], ...]:
-        stats = (os.stat(self._cert_file), os.stat(self._key_file))
+        files = (self._cert_file, self._key_file) + ((self._client_ca_file,) if self._client_ca_file else ())
+        stats = tuple(os.stat(f) for f in files)
         return tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats)
 
     def _load(self) -> ssl.SSLContext:
@@ -56,6 +64,9 @@ class Certificates:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.set_alpn_protocols(["http/1.1"])
         context.load_cert_chain(certfile=self._cert_file, keyfile=self._key_file)
+        if self._client_ca_file is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cafile=self._client_ca_file)
         return context
 
     def context(self) -> ssl.SSLContext:
@@ -86,12 +97,14 @@ class _HTTPServer(ThreadingHTTPServer):
         certificates: Certificates,
         handler: Handler,
         routes: Collection[str],
+        client_names: Collection[str] = (),
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.certificates = certificates
         self.handler = handler
         self.routes = frozenset(routes)
+        self.client_names = frozenset(client_names)
         super().__init__(address, _RequestHandler)
 
     def get_request(self) -> tuple[socket.socket, Any]:
@@ -125,7 +138,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _fail(self, status: int, message: str) -> None:
         self._send(status, message.encode() + b"\n", "text/plain; charset=utf-8")
 
+    def _client_allowed(self) -> bool:
+        """Whether the client certificate names an allowed caller (always, without a name list)."""
+        if not self.server.client_names:
+            return True
+        cert = self.request.getpeercert() or {}
+        names = {value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"}
+        names |= {value for key, value in cert.get("subjectAltName", ()) if key == "DNS"}
+        return bool(names & self.server.client_names)
+
     def do_POST(self) -> None:
+        if not self._client_allowed():
+            self.close_connection = True
+            self._fail(403, "client certificate not allowed")
+            return
         path = urlsplit(self.path).path  # the API server appends ?timeout=...
         if path not in self.server.routes:
             self._fail(404, f"no webhook at {path}")
@@ -152,9 +178,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _respond(self, path: str, request: Mapping[str, Any], uid: str) -> dict[str, Any]:
         try:
             response = dict(self.server.handler(path, request))
-        except Exception as exc:
+        except Exception:
+            # The exception may quote API answers; the caller is told only that it failed.
             log.exception("admission review %s on %s failed", uid, path)
-            response = admission.deny(uid, code=500, message=f"internal error in the webhook: {exc}")
+            response = admission.deny(
+                uid, code=500, message="internal error in the kube-changejob webhook; see the operator's log"
+            )
         response["uid"] = uid
         return response
 
@@ -171,18 +200,29 @@ class WebhookServer:
         key_file: Path | str,
         handler: Handler,
         routes: Collection[str] = ROUTES,
+        client_ca_file: Path | str | None = None,
+        client_names: Collection[str] = (),
     ) -> None:
         self._address = (host, port)
-        self._certificates = Certificates(cert_file=Path(cert_file), key_file=Path(key_file))
+        self._certificates = Certificates(
+            cert_file=Path(cert_file),
+            key_file=Path(key_file),
+            client_ca_file=Path(client_ca_file) if client_ca_file else None,
+        )
         self._handler = handler
         self._routes = routes
+        self._client_names = tuple(client_names)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Bind and serve in a daemon thread; returns once the socket listens."""
         self._httpd = _HTTPServer(
-            self._address, certificates=self._certificates, handler=self._handler, routes=self._routes
+            self._address,
+            certificates=self._certificates,
+            handler=self._handler,
+            routes=self._routes,
+            client_names=self._client_names,
         )
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
