@@ -57,7 +57,7 @@ lock-check: venv ## Fail if requirements.lock is not what `make lock` would writ
 
 .PHONY: test
 test: venv tools ## Run the unit, integration and e2e tests (boots the local cluster, real node and images itself)
-	$(PY) -m pytest tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/integration tests/security tests/e2e $(PYTEST_ARGS)
 
 .PHONY: e2e
 e2e: venv tools ## Run only the e2e tests: the chart and the operator image on the real node
