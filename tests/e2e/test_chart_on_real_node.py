@@ -73,6 +73,12 @@ def release(real_node: RealNode, e2e: Namespaces, helm: Helm, kubectl: Kubectl) 
     finally:
         if helm("status", RELEASE, "--namespace", e2e.operator, check=False).returncode == 0:
             helm("uninstall", RELEASE, "--namespace", e2e.operator, "--wait", check=False, timeout=420)
+        # The admission policies are kept with the CRD on uninstall (crds.keep): remove the release's.
+        kept = kubectl(
+            "get", "validatingadmissionpolicies,validatingadmissionpolicybindings", "-l", SELECTOR, "-o", "name"
+        ).stdout.split()
+        if kept:
+            kubectl("delete", "--ignore-not-found", *kept, check=False)
 
 
 def test_operator_pods_are_ready_as_the_chart_runs_them(release: Namespaces, kubectl: Kubectl) -> None:
@@ -108,13 +114,28 @@ def test_webhook_is_reached_through_its_service_and_denies(release: Namespaces, 
     )["items"]
     addresses = {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
     assert addresses == {pod["status"]["podIP"]}
-    # The guide's "resource kind does not exist" (kind: configmap instead of ConfigMap).
-    bad = {
+    # The guide's "resource kind does not exist": a kind outside the admission policy's table is
+    # looked up by the webhook (failurePolicy Fail), so this answer can only come through the Service.
+    bad = bad_ctj("bad-kind", release.guide, {"apiVersion": "example.com/v1", "kind": "Widget", "name": "w"})
+    denied = kubectl("apply", "-f", "-", input_=json.dumps(bad), check=False)
+    assert denied.returncode != 0
+    assert 'admission webhook "' in denied.stderr and "denied the request" in denied.stderr, denied.stderr
+    assert "resource kind does not exist: Widget (example.com/v1)" in denied.stderr, denied.stderr
+    assert kubectl("get", "ctj", "bad-kind", "-n", release.guide, "--ignore-not-found").stdout.strip() == ""
+    # A lowercase kind is refused by the CRD itself, with the guide's message, no webhook involved.
+    lowercase = bad_ctj("lowercase", release.guide, {"apiVersion": "v1", "kind": "configmap", "name": "my-config"})
+    denied = kubectl("apply", "-f", "-", input_=json.dumps(lowercase), check=False)
+    assert denied.returncode != 0 and "admission webhook" not in denied.stderr, denied.stderr
+    assert "resource kind does not exist: configmap (v1)" in denied.stderr, denied.stderr
+
+
+def bad_ctj(name: str, namespace: str, resource: dict[str, str]) -> dict[str, Any]:
+    return {
         "apiVersion": "triggers.changejob.dev/v1alpha",
         "kind": "ChangeTriggeredJob",
-        "metadata": {"name": "bad-kind", "namespace": release.guide},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
-            "resources": [{"apiVersion": "v1", "kind": "configmap", "name": "my-config", "namespace": release.guide}],
+            "resources": [{**resource, "namespace": namespace}],
             "jobTemplate": {
                 "spec": {
                     "template": {
@@ -124,11 +145,6 @@ def test_webhook_is_reached_through_its_service_and_denies(release: Namespaces, 
             },
         },
     }
-    denied = kubectl("apply", "-f", "-", input_=json.dumps(bad), check=False)
-    assert denied.returncode != 0
-    assert 'admission webhook "' in denied.stderr and "denied the request" in denied.stderr
-    assert "resource kind does not exist: configmap (v1)" in denied.stderr
-    assert kubectl("get", "ctj", "bad-kind", "-n", release.guide, "--ignore-not-found").stdout.strip() == ""
 
 
 def guide_manifest(namespace: str) -> str:
@@ -346,5 +362,8 @@ def test_uninstall_removes_the_operator_and_keeps_the_crd_and_ctjs(
         left = kubectl("get", kind, "-l", SELECTOR, "-o", "name").stdout.strip()
         assert left == "", left
     kubectl("get", "crd", CRD)  # kept (helm.sh/resource-policy: keep)
+    # The tenancy policies are kept with it: a CTJ written after the uninstall is still checked.
+    kept = kubectl("get", "validatingadmissionpolicies", "-l", SELECTOR, "-o", "name").stdout.split()
+    assert kept, "the admission policies were removed with the release"
     assert kubectl("get", "ctj", "-n", release.load, "-o", "name").stdout.split() == ctjs_before
     assert kubectl("get", "ctj", "my-first-trigger", "-n", release.guide, "-o", "name").stdout.strip()
