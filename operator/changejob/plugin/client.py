@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import quote
 
+import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
@@ -77,8 +78,10 @@ def connect(*, kubeconfig: str | None, context: str | None, namespace: str | Non
     files = [p for p in source.split(os.pathsep) if p and os.path.isfile(p)]
     try:
         if files:
+            context = context or _first_current_context(files)
+            chosen = _context_namespace(source, context)  # also refuses an unknown --context in one line
+            namespace = namespace or chosen
             api_client = k8s_config.new_client_from_config(config_file=source, context=context)  # type: ignore[no-untyped-call]
-            namespace = namespace or _context_namespace(source, context)
         elif context:
             raise Failure(ExitCode.ERROR, f"context {context} not found: no kubeconfig ({source} does not exist)")
         else:
@@ -101,9 +104,22 @@ def connect(*, kubeconfig: str | None, context: str | None, namespace: str | Non
     return Session(transport=transport.Transport(api_client), namespace=namespace or "default")
 
 
+def _first_current_context(files: list[str]) -> str | None:
+    """The current context of a kubeconfig list as kubectl reads it: from the first file that sets one
+    (the official Python client's merge takes the last)."""
+    for path in files:
+        with open(path, encoding="utf-8") as file:
+            loaded = yaml.safe_load(file)
+        if isinstance(loaded, dict) and loaded.get("current-context"):
+            return str(loaded["current-context"])
+    return None
+
+
 def _context_namespace(source: str, context: str | None) -> str | None:
     contexts, current = k8s_config.list_kube_config_contexts(config_file=source)  # type: ignore[no-untyped-call]
     chosen = next((c for c in contexts or () if c.get("name") == context), None) if context else current
+    if context and chosen is None:
+        raise Failure(ExitCode.ERROR, f'context "{context}" does not exist in kubeconfig {source}')
     return ((chosen or {}).get("context") or {}).get("namespace") or None
 
 

@@ -151,10 +151,6 @@ def request_value(now: datetime.datetime) -> str:
 
 
 def _trigger(session: client.Session, args: argparse.Namespace) -> None:
-    try:
-        timeout = api.parse_duration(args.timeout).total_seconds()
-    except ValueError as exc:
-        raise _UsageError(f"--timeout: {exc}") from None
     value = request_value(datetime.datetime.now(datetime.UTC))
     patched = client.patch(session, args.name, {"metadata": {"annotations": {why.TRIGGER_REQUEST_ANNOTATION: value}}})
     if (patched.get("spec") or {}).get("suspend") is True:
@@ -167,7 +163,7 @@ def _trigger(session: client.Session, args: argparse.Namespace) -> None:
         return
     if args.output != "name":
         print(f"{OBJECT}/{args.name} trigger requested ({why.TRIGGER_REQUEST_ANNOTATION}={value})", flush=True)
-    handled = client.wait_for_request(session, patched, value, timeout=timeout)
+    handled = client.wait_for_request(session, patched, value, timeout=args.timeout)
     job = client.job_of_request(session, handled, value)
     if job is None:
         raise Failure(ExitCode.ERROR, f"{args.name} handled trigger request {value} but names no Job")
@@ -217,6 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return ExitCode.OK
+        if args.command == "trigger":
+            try:
+                args.timeout = api.parse_duration(args.timeout).total_seconds()
+            except ValueError as exc:
+                raise _UsageError(f"--timeout: {exc}") from None
         session = client.connect(
             kubeconfig=getattr(args, "kubeconfig", None),
             context=getattr(args, "context", None),

@@ -35,6 +35,9 @@ _MATCHED_KEYS: Final = ("matchedCount", "matched", "matchedObjects")
 """Where a status entry of a selector resource may carry the number of matched objects; the first
 integer found is shown."""
 
+_EXPLAINED: Final = frozenset({"CooldownDeferred", "WaitingForActiveJob", "Suspended", "JobActive"})
+"""Reasons of a ``Reconciling`` condition that the account already explains in its own words."""
+
 _ABSENT: Final = "absent"
 _PRESENT: Final = "Present"
 
@@ -230,14 +233,15 @@ def _summary(ctj: Mapping[str, Any], now: datetime.datetime) -> list[str]:
     return lines
 
 
-def _resource_lines(resources: Sequence[_Resource]) -> list[str]:
+def _resource_lines(resources: Sequence[_Resource], *, invalid: bool) -> list[str]:
     if not resources:
         return ["Resources: none in spec"]
     width = max(len(r.label) for r in resources)
+    unobserved = "not watched: the spec is invalid" if invalid else "not observed yet"
     lines = ["Resources:"]
     for r in resources:
         if r.entry is None:
-            lines.append(f"  {r.label.ljust(width)}  not observed yet")
+            lines.append(f"  {r.label.ljust(width)}  {unobserved}")
             continue
         details = []
         matched = r.matched()
@@ -274,7 +278,7 @@ def _waiting(ctj: Mapping[str, Any], resources: Sequence[_Resource], now: dateti
             f"{observed}; what follows may be out of date)"
         )
     stalled, progressing = _condition(ctj, "Stalled"), _condition(ctj, "Progressing")
-    invalid = next((c for t in ("Ready", "Degraded") if (c := _condition(ctj, t)).get("reason") == "InvalidSpec"), {})
+    invalid = _invalid(ctj)
     if _is_true(stalled):
         items.append(f"a fix: stalled ({stalled.get('reason', '?')}): {stalled.get('message') or 'no message'}")
     elif invalid:
@@ -312,9 +316,19 @@ def _waiting(ctj: Mapping[str, Any], resources: Sequence[_Resource], now: dateti
     items += _condition_items(spec, resources, changed=changed, deferred=bool(items))
     items += _resource_problems(resources)
     reconciling = _condition(ctj, "Reconciling")
-    if _is_true(reconciling) and not items:
-        items.append(f"the operator to finish: {reconciling.get('reason', '?')}: {reconciling.get('message', '')}")
+    if _is_true(reconciling) and reconciling.get("reason") not in _EXPLAINED:
+        detail = f": {reconciling['message']}" if reconciling.get("message") else ""
+        items.insert(0, f"the operator to finish reconciling ({reconciling.get('reason', '?')}){detail}")
     return items
+
+
+def _invalid(ctj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The condition that says the spec is invalid, or {}."""
+    for type_ in ("Ready", "Degraded", "Stalled"):
+        found = _condition(ctj, type_)
+        if found.get("reason") == "InvalidSpec":
+            return found
+    return {}
 
 
 def _manual_request(ctj: Mapping[str, Any], *, spec: Mapping[str, Any], status: Mapping[str, Any]) -> list[str]:
@@ -322,9 +336,9 @@ def _manual_request(ctj: Mapping[str, Any], *, spec: Mapping[str, Any], status: 
     handled = status.get("lastTriggerRequest")
     if not requested or requested == handled:
         return []
-    later = " (on resume: the CTJ is suspended)" if spec.get("suspend") is True else ""
+    later = "; while suspended it is handled on resume" if spec.get("suspend") is True else ""
     return [
-        f"the operator to handle trigger request {requested}{later} (status.lastTriggerRequest: {handled or 'unset'})"
+        f"the operator to handle trigger request {requested} (status.lastTriggerRequest: {handled or 'unset'}){later}"
     ]
 
 
@@ -345,8 +359,8 @@ def _condition_items(
         return ["a change of every resource (condition All): none has changed since the last trigger"]
     if changed:
         return [] if deferred else [f"the operator to act on the change of {', '.join(r.label for r in changed)}"]
-    if deferred:
-        return []
+    if deferred or not any(r.state == _PRESENT for r in resources):
+        return []  # explained above, or by the resources' problems below
     return ["a change of any watched resource (condition Any): nothing has changed since the last trigger"]
 
 
@@ -433,7 +447,7 @@ def explain(
     waiting = _waiting(ctj, resources, now)
     parts = [
         "\n".join(_summary(ctj, now)),
-        "\n".join(_resource_lines(resources)),
+        "\n".join(_resource_lines(resources, invalid=bool(_invalid(ctj)))),
         "\n".join(["Waiting for:", *(f"  - {item}" for item in waiting)] if waiting else ["Waiting for: nothing"]),
         "\n".join(_job_lines(ctj, found_jobs, jobs_error, now)),
     ]
