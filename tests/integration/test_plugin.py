@@ -332,3 +332,18 @@ def test_why_on_live_ctjs(kube: Kube, operator: OperatorProcess, plugin: Plugin)
     assert item.startswith('a fix of the spec: it is invalid: spec.resources[0].fields[0]: invalid field path "data["')
     assert item.endswith(f"(kubectl edit changetriggeredjob broken -n {kube.ns})")
     assert f"ConfigMap {kube.ns}/idle-cfg  not watched: the spec is invalid" in broken
+
+
+def test_the_manual_run_example(kube: Kube, operator: OperatorProcess, plugin: Plugin) -> None:
+    """examples/manual-run.yaml, applied to the test namespace, explained before and after its ConfigMap exists."""
+    text = (Path(__file__).resolve().parents[2] / "examples" / "manual-run.yaml").read_text()
+    kube.apply(text.replace("namespace: default", f"namespace: {kube.ns}"))
+    _state(kube, "db-migrate", lambda c: (condition(c, "Ready") or {}).get("reason") == "ResourceMissing", "missing")
+    assert waiting(ok(plugin("why", "db-migrate", "-n", kube.ns))) == [
+        f"ConfigMap {kube.ns}/migrations to exist: ConfigMap/{kube.ns}/migrations not found"
+    ]
+    configmap(kube, "migrations")
+    wait_until(baseline_recorded(kube, "db-migrate"), what="baseline")
+    text = ok(plugin("why", "db-migrate", "-n", kube.ns))
+    assert text.startswith(f"ChangeTriggeredJob {kube.ns}/db-migrate: condition Any, cooldown 5m, history 3")
+    assert f"ConfigMap {kube.ns}/migrations  Present    unchanged since the last trigger" in text

@@ -205,6 +205,14 @@ def session(tmp_path: Path) -> client.Session:
     return client.connect(kubeconfig=str(path), context=None, namespace=None)
 
 
+def test_long_api_messages_keep_their_start_and_end(tmp_path: Path) -> None:
+    text = "patch: Invalid value: " + "x" * 5000 + ': strict decoding error: unknown field "spec.bogus"'
+    found = client.failure(transport.ApiError(422, "Invalid", text), session(tmp_path), name="x")
+    assert len(found.message) <= client.MESSAGE_LIMIT + len("422 Invalid: ")
+    assert found.message.startswith("422 Invalid: patch: Invalid value: xxx")
+    assert found.message.endswith('unknown field "spec.bogus"') and " ... " in found.message
+
+
 @pytest.mark.parametrize(
     ("error", "code", "message"),
     [

@@ -28,6 +28,7 @@ from changejob.kube import transport
 from changejob.plugin import why
 
 SERVICE_ACCOUNT_NAMESPACE: Final = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+MESSAGE_LIMIT: Final = 400
 RESOURCE: Final = f"{api.PLURAL}.{api.GROUP}"
 """How kubectl names the resource in messages: ``changetriggeredjobs.triggers.changejob.dev``."""
 
@@ -138,6 +139,14 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _shortened(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """Some API errors quote the whole object; keep the start and the end, where the reason is."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
+
+
 # --------------------------------------------------------------------------------------------------
 # Calls
 
@@ -164,7 +173,7 @@ def failure(exc: transport.ApiError, session: Session, *, name: str | None = Non
             ExitCode.ERROR,
             f"this cluster does not serve {RESOURCE} (version {api.VERSION}): is the kube-changejob CRD installed?",
         )
-    return Failure(ExitCode.ERROR, f"{exc.status} {exc.reason}: {message}")
+    return Failure(ExitCode.ERROR, f"{exc.status} {exc.reason}: {_shortened(message)}")
 
 
 def _call(session: Session, method: str, path: str, *, name: str | None = None, **kwargs: Any) -> Any:
