@@ -253,3 +253,80 @@ def test_long_api_messages_keep_their_start_and_end(tmp_path: Path) -> None:
 def test_api_errors(tmp_path: Path, error: transport.ApiError, code: client.ExitCode, message: str) -> None:
     found = client.failure(error, session(tmp_path), name="x")
     assert (found.code, found.message) == (code, message)
+
+
+# --------------------------------------------------------------------------------------------------
+# --wait, on a fake transport: the watch's events, its end, a 410 and a deletion
+
+
+class FakeTransport:
+    """Answers GETs with the next object of ``reads`` and each watch with the next event list."""
+
+    def __init__(self, reads: list[dict[str, object]], watches: list[list[dict[str, object]]]) -> None:
+        self.reads, self.watches = reads, watches
+        self.queries: list[dict[str, object]] = []
+
+    def url(self, path: str) -> str:
+        return "https://fake" + path
+
+    def request(self, method: str, path: str, **kwargs: object) -> dict[str, object]:
+        assert method == "GET"
+        return self.reads.pop(0)
+
+    def stream(self, path: str, *, query: dict[str, object], read_timeout: float) -> object:
+        self.queries.append(query)
+        if not self.watches:
+            raise transport.ApiError(0, "Timeout", "silent")
+        return iter(self.watches.pop(0))
+
+
+def obj(rv: str, request: str | None = None, *, suspend: bool = False) -> dict[str, object]:
+    status = {"lastTriggerRequest": request} if request else {}
+    return {"metadata": {"name": "x", "resourceVersion": rv}, "spec": {"suspend": suspend}, "status": status}
+
+
+def waiter(fake: FakeTransport, start: dict[str, object], *, timeout: float = 30) -> dict[str, object]:
+    session = client.Session(transport=fake, namespace="ns")  # type: ignore[arg-type]
+    return client.wait_for_request(session, start, "r1", timeout=timeout)
+
+
+def test_wait_returns_on_the_event_that_records_the_request() -> None:
+    fake = FakeTransport(
+        [], [[{"type": "MODIFIED", "object": obj("2")}, {"type": "MODIFIED", "object": obj("3", "r1")}]]
+    )
+    assert waiter(fake, obj("1"))["metadata"] == {"name": "x", "resourceVersion": "3"}
+    assert fake.queries[0]["resourceVersion"] == "1" and fake.queries[0]["fieldSelector"] == "metadata.name=x"
+
+
+def test_wait_resumes_after_a_bookmark_the_end_of_a_watch_and_a_410() -> None:
+    fake = FakeTransport(
+        [obj("20")],
+        [
+            [{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}}],  # then the watch ends
+            [{"type": "ERROR", "object": {"code": 410, "reason": "Expired"}}],
+            [{"type": "MODIFIED", "object": obj("21", "r1")}],
+        ],
+    )
+    assert waiter(fake, obj("1"))["metadata"]["resourceVersion"] == "21"  # type: ignore[index]
+    assert [q["resourceVersion"] for q in fake.queries] == ["1", "9", "20"]
+
+
+def test_wait_sees_a_deletion() -> None:
+    fake = FakeTransport([], [[{"type": "DELETED", "object": obj("2")}]])
+    with pytest.raises(client.Failure) as caught:
+        waiter(fake, obj("1"))
+    assert caught.value.code == client.ExitCode.NOT_FOUND and "was deleted while waiting" in caught.value.message
+
+
+def test_wait_times_out_with_the_reason() -> None:
+    with pytest.raises(client.Failure) as caught:
+        waiter(FakeTransport([], []), obj("1", suspend=True), timeout=0)
+    assert caught.value.code == client.ExitCode.TIMEOUT
+    assert caught.value.message == (
+        "timed out after 0s waiting for x to handle trigger request r1 (status.lastTriggerRequest: unset): "
+        "it is suspended: the request is handled on resume"
+    )
+
+
+def test_wait_returns_at_once_when_already_handled() -> None:
+    assert waiter(FakeTransport([], []), obj("1", "r1"), timeout=0)["metadata"]["resourceVersion"] == "1"  # type: ignore[index]
