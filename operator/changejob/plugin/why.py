@@ -289,9 +289,29 @@ def _waiting(ctj: Mapping[str, Any], resources: Sequence[_Resource], now: dateti
     if items and (_is_true(stalled) or invalid):
         return items  # nothing else can happen until the spec is fixed
     items += _manual_request(ctj, spec=spec, status=status)
-    suspended = spec.get("suspend") is True or progressing.get("reason") == "Suspended"
     changed = [r for r in resources if r.pending]
-    if suspended:
+    items += _deferrals(spec, status, progressing=progressing, changed=changed, where=where, now=now)
+    items += _condition_items(spec, resources, changed=changed, deferred=bool(items))
+    items += _resource_problems(resources)
+    reconciling = _condition(ctj, "Reconciling")
+    if _is_true(reconciling) and reconciling.get("reason") not in _EXPLAINED:
+        detail = f": {reconciling['message']}" if reconciling.get("message") else ""
+        items.insert(0, f"the operator to finish reconciling ({reconciling.get('reason', '?')}){detail}")
+    return items
+
+
+def _deferrals(
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    *,
+    progressing: Mapping[str, Any],
+    changed: Sequence[_Resource],
+    where: str,
+    now: datetime.datetime,
+) -> list[str]:
+    """Why changes already made have not triggered yet: suspension, an active Job, the cooldown."""
+    items = []
+    if spec.get("suspend") is True or progressing.get("reason") == "Suspended":
         pending = (
             f"{len(changed)} resource(s) changed since the last trigger; they trigger one Job on resume"
             if changed
@@ -313,12 +333,6 @@ def _waiting(ctj: Mapping[str, Any], resources: Sequence[_Resource], now: dateti
             f"the cooldown ({cooldown}) to end: the deferred trigger fires at "
             f"{_when(status.get('nextTriggerTime'), now)} and covers every change until then"
         )
-    items += _condition_items(spec, resources, changed=changed, deferred=bool(items))
-    items += _resource_problems(resources)
-    reconciling = _condition(ctj, "Reconciling")
-    if _is_true(reconciling) and reconciling.get("reason") not in _EXPLAINED:
-        detail = f": {reconciling['message']}" if reconciling.get("message") else ""
-        items.insert(0, f"the operator to finish reconciling ({reconciling.get('reason', '?')}){detail}")
     return items
 
 
