@@ -7,7 +7,7 @@ state, hashes nothing, writes no status and no Events: whatever the operator add
 its own cost. It uses the operator's own transport (orjson over the official client's connection
 pool), so the HTTP stack is the same on both sides.
 
-The Job has the operator's shape (``jobs.build_job`` from a CTJ-like template) with the label
+The Job has the operator's shape (``jobs.build_job`` from a CTJ-like owner and template) with the label
 ``bench.changejob.dev/limit-owner=<configmap>`` instead of the owner label, and an owner reference
 to the ConfigMap, so deleting the ConfigMaps deletes these Jobs.
 """
@@ -49,16 +49,14 @@ def job_template() -> dict[str, Any]:
 
 def limit_job(cm: Mapping[str, Any], *, sequence: int) -> dict[str, Any]:
     meta = cm["metadata"]
-    fake_ctj = {
-        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
-        "spec": {"jobTemplate": job_template()},
-    }
-    body = jobs.build_job(
-        ctj=fake_ctj,
-        sequence=sequence,
-        changed=[f"ConfigMap/{meta['name']}:*"],
-        hashes=[str(meta.get("resourceVersion", ""))],
-        traceparent=None,
+    body: dict[str, Any] = dict(
+        jobs.build_job(
+            owner={"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+            template=job_template(),
+            sequence=sequence,
+            changed=[f"ConfigMap/{meta['name']}:*"],
+            hashes=[str(meta.get("resourceVersion", ""))],
+        )
     )
     labels = body["metadata"]["labels"]
     del labels[jobs.OWNER_LABEL]

@@ -23,12 +23,13 @@ from typing import Any
 from kubernetes import client as k8s_client
 from kubernetes.config import config_exception
 
-from changejob.kube import transport, writes
+from changejob.domain import api
+from changejob.kube import resources, transport, writes
 
 CRD_FILE = "crds/triggers.changejob.dev_changetriggeredjobs.yaml"
 CHECK_TIMEOUT = (3.0, 10.0)
-SSAR_PATH = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
-SELF_REVIEW_PATH = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+SSAR_PATH = resources.SELF_SUBJECT_ACCESS_REVIEW.path()
+SELF_REVIEW_PATH = resources.SELF_SUBJECT_REVIEW.path()
 
 
 class ExitCode(enum.IntEnum):
@@ -89,8 +90,8 @@ def required_permissions(*, namespaces: Sequence[str], operator_namespace: str, 
     wanted: list[Permission] = []
     scopes: list[str | None] = list(namespaces) or [None]
     for ns in scopes:
-        wanted += [Permission(verb, writes.GROUP, writes.PLURAL, ns) for verb in ("list", "watch")]
-        wanted.append(Permission("update", writes.GROUP, writes.PLURAL, ns, subresource="status"))
+        wanted += [Permission(verb, api.GROUP, api.PLURAL, ns) for verb in ("list", "watch")]
+        wanted.append(Permission("update", api.GROUP, api.PLURAL, ns, subresource="status"))
         wanted += [Permission(verb, "batch", "jobs", ns) for verb in ("list", "watch", "create", "delete")]
         wanted.append(Permission("create", "", "events", ns))
     wanted.append(Permission("get", "", "secrets", operator_namespace, name=writes.HASH_KEY_SECRET))
@@ -194,16 +195,16 @@ def _reachable(t: transport.Transport, host: str) -> None:
 
 def _crd_installed(t: transport.Transport) -> None:
     try:
-        answer = _request(t, "GET", f"/apis/{writes.GROUP}/{writes.VERSION}")
+        answer = _request(t, "GET", resources.group_version_path(api.API_VERSION))
     except transport.ApiError as exc:
         if exc.status != 404:
             raise Problem(ExitCode.UNREACHABLE, f"could not read API discovery ({exc})") from None
         answer = None
     served = {r.get("name") for r in (answer or {}).get("resources") or ()}
-    if writes.PLURAL not in served:
+    if api.PLURAL not in served:
         raise Problem(
             ExitCode.CRD,
-            f"the ChangeTriggeredJob CRD ({writes.PLURAL}.{writes.GROUP}, version {writes.VERSION}) is not "
+            f"the ChangeTriggeredJob CRD ({api.PLURAL}.{api.GROUP}, version {api.VERSION}) is not "
             f"installed in this cluster: install it with `kubectl apply --server-side -f {CRD_FILE}` "
             "or the Helm chart (crds.install=true)",
         )
@@ -216,13 +217,13 @@ def _namespace_exists(t: transport.Transport, namespace: str) -> None:
     operator does next anyway) is refused with NotFound by the API server exactly when the namespace
     is missing. Nothing is written.
     """
-    secrets = f"/api/v1/namespaces/{namespace}/secrets"
+    secrets = resources.SECRET.path(namespace)
     fix = (
         f"create it (kubectl create namespace {namespace}) or choose another with "
         "--leader-election-namespace (CHANGEJOB_LEADER_ELECTION_NAMESPACE)"
     )
     try:
-        _request(t, "GET", f"{secrets}/{writes.HASH_KEY_SECRET}")
+        _request(t, "GET", resources.SECRET.path(namespace, writes.HASH_KEY_SECRET))
         return
     except transport.ApiError as exc:
         if exc.status == 403:

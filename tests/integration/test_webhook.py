@@ -26,7 +26,7 @@ import yaml
 from cryptography import x509
 from rbac_helpers import render_chart
 
-from changejob.kube import access, certstore, discovery
+from changejob.kube import access, certstore, discovery, transport
 from changejob.webhook import admission, certs, server
 
 pytestmark = pytest.mark.integration
@@ -158,7 +158,7 @@ def webhook(cluster: Any, api_client: Any, namespace: str, tmp_path: Path) -> It
     keeper.refresh()  # creates the Secret and the files; the configurations do not exist yet
     recorder = Recorder(
         admission.Admission(
-            resolver=discovery.Discovery(api_client),
+            resolver=discovery.Discovery(transport.Transport(api_client)),
             access=access.SubjectAccessChecker(api_client),
             dry_run_job=access.dry_run_job(api_client),
             dry_run_namespace=namespace,  # the operator's namespace; here the test's

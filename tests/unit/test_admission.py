@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from changejob.kube import access as kube_access
-from changejob.kube import discovery
+from changejob.kube import resources
 from changejob.webhook import admission, certs, server
 
 pytestmark = pytest.mark.unit
@@ -36,20 +36,20 @@ pytestmark = pytest.mark.unit
 NOW = dt.datetime(2025, 1, 15, 12, 0, tzinfo=dt.UTC)
 
 KINDS = {
-    ("v1", "ConfigMap"): discovery.ResourceType("", "v1", "ConfigMap", "configmaps", True),
-    ("v1", "Secret"): discovery.ResourceType("", "v1", "Secret", "secrets", True),
-    ("v1", "Node"): discovery.ResourceType("", "v1", "Node", "nodes", False),
-    ("apps/v1", "Deployment"): discovery.ResourceType("apps", "v1", "Deployment", "deployments", True),
+    ("v1", "ConfigMap"): resources.ResourceType("", "v1", "ConfigMap", "configmaps", True),
+    ("v1", "Secret"): resources.ResourceType("", "v1", "Secret", "secrets", True),
+    ("v1", "Node"): resources.ResourceType("", "v1", "Node", "nodes", False),
+    ("apps/v1", "Deployment"): resources.ResourceType("apps", "v1", "Deployment", "deployments", True),
 }
 
 
 class DictResolver:
     """Discovery from a fixed table."""
 
-    def __init__(self, kinds: Mapping[tuple[str, str], discovery.ResourceType] = KINDS) -> None:
+    def __init__(self, kinds: Mapping[tuple[str, str], resources.ResourceType] = KINDS) -> None:
         self.kinds = dict(kinds)
 
-    def resolve(self, *, api_version: str, kind: str) -> discovery.ResourceType | None:
+    def resolve(self, *, api_version: str, kind: str) -> resources.ResourceType | None:
         return self.kinds.get((api_version, kind))
 
 
@@ -339,7 +339,7 @@ class RecordingResolver(DictResolver):
         super().__init__()
         self.asked: list[tuple[str, str]] = []
 
-    def resolve(self, *, api_version: str, kind: str) -> discovery.ResourceType | None:
+    def resolve(self, *, api_version: str, kind: str) -> resources.ResourceType | None:
         self.asked.append((api_version, kind))
         return super().resolve(api_version=api_version, kind=kind)
 

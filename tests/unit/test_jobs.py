@@ -123,7 +123,9 @@ def build(**overrides: Any) -> dict[str, Any]:
         "hashes": ["a" * 32, "b" * 32],
         "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     } | overrides
-    return jobs.build_job(**arguments)
+    source = arguments.pop("ctj")
+    built = jobs.build_job(owner=source["metadata"], template=source["spec"]["jobTemplate"], **arguments)
+    return dict(built)
 
 
 def test_build_job() -> None:
@@ -249,20 +251,25 @@ def test_job_phase_without_status() -> None:
 # ---------------------------------------------------------------------------------------------
 # prune_plan
 
+
+def views(found: list[dict[str, Any]]) -> list[jobs.JobView]:
+    return [jobs.view(j) for j in found]
+
+
 DONE = [("Complete", "True")]
 FAILED = [("Failed", "True")]
 
 
 def test_prune_keeps_the_newest_history() -> None:
     history = [job(f"j{i}", sequence=i, conditions=DONE) for i in range(1, 8)]
-    assert sorted(jobs.prune_plan(jobs=history, history=5)) == ["j1", "j2"]
-    assert jobs.prune_plan(jobs=history, history=7) == []
-    assert jobs.prune_plan(jobs=history, history=10) == []
+    assert sorted(jobs.prune_plan(jobs=views(history), history=5)) == ["j1", "j2"]
+    assert jobs.prune_plan(jobs=views(history), history=7) == []
+    assert jobs.prune_plan(jobs=views(history), history=10) == []
 
 
 def test_prune_orders_by_trigger_number_not_text() -> None:
     history = [job("nine", sequence=9, conditions=DONE), job("ten", sequence=10, conditions=DONE)]
-    assert jobs.prune_plan(jobs=history, history=1) == ["nine"]
+    assert jobs.prune_plan(jobs=views(history), history=1) == ["nine"]
 
 
 def test_prune_never_deletes_an_active_job() -> None:
@@ -272,7 +279,7 @@ def test_prune_never_deletes_an_active_job() -> None:
         job("old-failed", sequence=3, conditions=FAILED),
         job("new", sequence=4, conditions=DONE),
     ]
-    assert jobs.prune_plan(jobs=history, history=1) == ["old-failed", "old-done"]
+    assert jobs.prune_plan(jobs=views(history), history=1) == ["old-failed", "old-done"]
 
 
 def test_prune_ties_fall_back_to_creation_time_then_name() -> None:
@@ -281,7 +288,7 @@ def test_prune_ties_fall_back_to_creation_time_then_name() -> None:
         job("a", sequence=1, created="2024-05-01T12:00:01Z", conditions=DONE),
         job("c", sequence=1, created="2024-05-01T12:00:00Z", conditions=DONE),
     ]
-    assert jobs.prune_plan(jobs=history, history=1) == ["c", "b"]
+    assert jobs.prune_plan(jobs=views(history), history=1) == ["c", "b"]
 
 
 def test_prune_treats_jobs_without_a_trigger_number_as_oldest() -> None:
@@ -292,7 +299,7 @@ def test_prune_treats_jobs_without_a_trigger_number_as_oldest() -> None:
     ]
     history[2]["metadata"]["annotations"][jobs.TRIGGER_ANNOTATION] = "x"
     history[1]["metadata"]["creationTimestamp"] = "2030-01-01T00:00:00Z"
-    assert jobs.prune_plan(jobs=history, history=1) == ["foreign", "garbled"]
+    assert jobs.prune_plan(jobs=views(history), history=1) == ["foreign", "garbled"]
 
 
 def test_prune_ignores_jobs_already_being_deleted() -> None:
@@ -301,7 +308,7 @@ def test_prune_ignores_jobs_already_being_deleted() -> None:
         job("j2", sequence=2, conditions=DONE, deleting=True),
         job("j3", sequence=3, conditions=DONE),
     ]
-    assert jobs.prune_plan(jobs=history, history=1) == ["j1"]
+    assert jobs.prune_plan(jobs=views(history), history=1) == ["j1"]
 
 
 def test_prune_with_missing_or_bad_creation_time() -> None:
@@ -310,7 +317,7 @@ def test_prune_with_missing_or_bad_creation_time() -> None:
         job("b", sequence=1, created="yesterday", conditions=DONE),
         job("c", sequence=1, conditions=DONE),
     ]
-    assert jobs.prune_plan(jobs=history, history=1) == ["b", "a"]
+    assert jobs.prune_plan(jobs=views(history), history=1) == ["b", "a"]
 
 
 def test_prune_rejects_negative_history() -> None:
@@ -332,7 +339,7 @@ def job_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
 @RELAXED
 @given(history=st.integers(0, 8), found=job_sets())
 def test_prune_plan_properties(history: int, found: list[dict[str, Any]]) -> None:
-    plan = jobs.prune_plan(jobs=found, history=history)
+    plan = jobs.prune_plan(jobs=views(found), history=history)
     by_name = {j["metadata"]["name"]: j for j in found}
     assert len(plan) == len(set(plan))
     for name in plan:
@@ -346,3 +353,40 @@ def test_prune_plan_properties(history: int, found: list[dict[str, Any]]) -> Non
         j["metadata"]["name"] for j in found if j["metadata"]["name"] not in kept and jobs.job_phase(j) != "Active"
     }
     assert set(plan) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# views of existing Jobs
+
+
+def test_view_keeps_what_status_and_pruning_need() -> None:
+    body = build()
+    body["metadata"]["creationTimestamp"] = "2024-05-01T12:00:00Z"
+    body["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    assert jobs.view(body) == jobs.JobView(
+        name=body["metadata"]["name"],
+        phase="Succeeded",
+        sequence=4,
+        created="2024-05-01T12:00:00Z",
+        owner_uid=UID,
+        deleting=False,
+    )
+    body["metadata"]["deletionTimestamp"] = "2024-05-02T00:00:00Z"
+    assert jobs.view(body).deleting
+
+
+def test_a_job_tells_its_owner_and_the_hashes_it_covered() -> None:
+    body = build()
+    assert jobs.owned_by(body, UID) and not jobs.owned_by(body, "someone-else")
+    assert jobs.covered_hashes(body) == ("a" * 32, "b" * 32)
+    assert jobs.covered_hashes({"metadata": {}}) == ("",)
+
+
+def test_with_traceparent_annotates_a_copy() -> None:
+    body = jobs.build_job(
+        owner=ctj()["metadata"], template=ctj()["spec"]["jobTemplate"], sequence=1, changed=[], hashes=[]
+    )
+    assert jobs.with_traceparent(body, None) is body
+    traced = jobs.with_traceparent(body, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    assert traced["metadata"]["annotations"][jobs.TRACEPARENT_ANNOTATION].startswith("00-0af7")
+    assert jobs.TRACEPARENT_ANNOTATION not in body["metadata"]["annotations"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from changejob.runtime.queue import WorkQueue
 
 
@@ -80,3 +82,22 @@ def test_close_wakes_getters() -> None:
     q: WorkQueue[str] = WorkQueue()
     q.close()
     assert q.get() is None
+
+
+def test_the_queue_reports_its_own_depth() -> None:
+    class Gauge:
+        def set_function(self, read: Callable[[], int]) -> None:
+            self.read = read
+
+    gauge = Gauge()
+    clock = Clock()
+    q: WorkQueue[str] = WorkQueue(clock=clock, depth_gauge=gauge)
+    q.add("a")
+    q.add_background("b")
+    q.add_after("c", 5)
+    assert gauge.read() == 3
+    drain(q)
+    assert gauge.read() == 1  # the timer
+    clock.now += 5
+    drain(q)
+    assert gauge.read() == 0

@@ -137,24 +137,12 @@ def test_unencodable_values_become_strings() -> None:
     assert line["set"] == "{1}"
 
 
-def test_ctj_logger_names_the_ctj_and_keeps_call_extras() -> None:
-    stream = io.StringIO()
-    logs.setup(fmt="json", stream=stream)
-    log = logs.ctj_logger(logging.getLogger("changejob.runtime"), "team-a", "nightly")
-    log.info("deferred", extra={"until": "2026-01-01T00:05:00Z"})
-    log.info("no extra")
-    first, second = json_lines(stream)
-    assert first["ctj"] == "team-a/nightly"
-    assert first["until"] == "2026-01-01T00:05:00Z"
-    assert second["ctj"] == "team-a/nightly"
-
-
 def test_text_line_format() -> None:
     stream = io.StringIO()
     logs.setup(fmt="text", stream=stream)
-    log = logs.ctj_logger(logging.getLogger("changejob.runtime"), "ns", "name")
-    log.info("job created", extra={"job": "name-0a1", "reason": "two words", "n": 2})
-    log.warning("slow")
+    log = logging.getLogger("changejob.runtime")
+    log.info("job created", extra={"ctj": "ns/name", "job": "name-0a1", "reason": "two words", "n": 2})
+    log.warning("slow", extra={"ctj": "ns/name"})
     first, second = stream.getvalue().splitlines()
     pattern = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z "
     expected = r'INFO  changejob\.runtime  job created  ctj=ns/name job=name-0a1 reason="two words" n=2$'

@@ -20,6 +20,7 @@ DOCUMENTED = {
     "changejob_watch_stalls": "counter",
     "changejob_watch_events": "counter",
     "changejob_watch_streams": "gauge",
+    "changejob_fetch_errors": "counter",
     "changejob_watched_objects": "gauge",
     "changejob_reconcile_duration_seconds": "histogram",
     "changejob_reconcile_errors": "counter",
@@ -78,13 +79,13 @@ def test_counters_gauges_and_histograms_are_rendered_with_their_values() -> None
     before = sample("changejob_triggers_total", result="coalesced")
     metrics.triggers_total.labels(result="coalesced").inc(3)
     metrics.api_errors_total.labels(code="409").inc()
-    metrics.workqueue_depth.set(17)
+    metrics.watch_streams.set(17)
     metrics.change_to_job_seconds.observe(0.2)
     assert sample("changejob_triggers_total", result="coalesced") == before + 3
     body = metrics.render()[0].decode()
     assert f'changejob_triggers_total{{result="coalesced"}} {before + 3}' in body
     assert 'changejob_api_errors_total{code="409"}' in body
-    assert "changejob_workqueue_depth 17.0" in body
+    assert "changejob_watch_streams 17.0" in body
     assert 'changejob_change_to_job_seconds_bucket{le="0.25"}' in body
 
 

@@ -14,7 +14,7 @@ import datetime
 import enum
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from changejob.domain import fields
 
@@ -26,6 +26,7 @@ __all__ = [
     "DURATION_PATTERN",
     "MAX_NAME_LENGTH",
     "Condition",
+    "CtjKey",
     "ResourceRef",
     "Spec",
     "SpecError",
@@ -40,6 +41,9 @@ VERSION: Final = "v1alpha"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 KIND: Final = "ChangeTriggeredJob"
 PLURAL: Final = "changetriggeredjobs"
+
+CtjKey: TypeAlias = tuple[str, str]
+"""A CTJ's (namespace, name): the key of the work queue, the stores and the subscriptions."""
 
 # A CTJ's name is the value of the `changejob.dev/owner` label of its Jobs, so it must also be a
 # valid label value: at most 63 characters.

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Final
 
-__all__ = ["ORDER", "get_condition", "parse_time", "rfc3339", "set_condition"]
+from changejob.domain import bodies
+
+__all__ = ["ORDER", "get_condition", "parse_time", "precise_time", "rfc3339", "set_condition"]
 
 ORDER: Final = ("Ready", "Available", "Progressing", "Degraded")
 """Condition types in the order they appear; any other type follows them, in its existing order."""
@@ -29,6 +31,12 @@ def rfc3339(dt: datetime.datetime) -> str:
     if dt.tzinfo is not None:
         dt = dt.astimezone(datetime.UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def precise_time(moment: datetime.datetime) -> str:
+    """RFC 3339, UTC, with microseconds (``metav1.MicroTime``): for times a cooldown is measured from,
+    which must not be truncated to the second."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(text: str) -> datetime.datetime:
@@ -49,7 +57,7 @@ def parse_time(text: str) -> datetime.datetime:
     return parsed.astimezone(datetime.UTC)
 
 
-def get_condition(conditions: Sequence[Mapping[str, Any]] | None, type: str) -> Mapping[str, Any] | None:
+def get_condition(conditions: Sequence[bodies.Condition] | None, type: str) -> bodies.Condition | None:
     """The condition of this ``type``, or None."""
     for condition in conditions or ():
         if condition.get("type") == type:
@@ -58,7 +66,7 @@ def get_condition(conditions: Sequence[Mapping[str, Any]] | None, type: str) -> 
 
 
 def set_condition(
-    conditions: Sequence[Mapping[str, Any]] | None,
+    conditions: Sequence[bodies.Condition] | None,
     *,
     type: str,
     status: bool,
@@ -66,7 +74,7 @@ def set_condition(
     message: str,
     now: datetime.datetime,
     observed_generation: int,
-) -> list[dict[str, Any]]:
+) -> list[bodies.Condition]:
     """Return a new list with the condition ``type`` replaced or added; the input is not modified.
 
     ``lastTransitionTime`` is ``now`` when the status flips (or the condition is new) and is kept
@@ -77,7 +85,7 @@ def set_condition(
     transition = rfc3339(now)
     if previous is not None and previous.get("status") == text and previous.get("lastTransitionTime"):
         transition = str(previous["lastTransitionTime"])
-    updated: dict[str, Any] = {
+    updated: bodies.Condition = {
         "type": type,
         "status": text,
         "reason": reason,
@@ -85,7 +93,7 @@ def set_condition(
         "lastTransitionTime": transition,
         "observedGeneration": observed_generation,
     }
-    result = [updated if c.get("type") == type else dict(c) for c in conditions or ()]
+    result = [updated if c.get("type") == type else c.copy() for c in conditions or ()]
     if previous is None:
         result.append(updated)
     # sort() is stable, so types outside ORDER keep their relative order (a new one goes last).

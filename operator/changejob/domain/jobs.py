@@ -2,12 +2,14 @@
 
 The Job name is derived from the CTJ's uid and the trigger's sequence number, so retrying a create,
 or a second replica racing the first, hits ``AlreadyExists`` instead of starting a duplicate Job.
+A Job already made is seen through a :class:`JobView` (what the runtime's Job index keeps per Job).
 Everything here is plain data in, plain data out; the writes happen in ``kube/``.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import re
 from collections.abc import Mapping, Sequence
@@ -15,7 +17,7 @@ from typing import Any, Final, Literal
 
 import xxhash
 
-from changejob.domain import api, conditions
+from changejob.domain import api, bodies, conditions
 
 __all__ = [
     "CHANGED_ANNOTATION",
@@ -24,10 +26,15 @@ __all__ = [
     "TRACEPARENT_ANNOTATION",
     "TRIGGER_ANNOTATION",
     "JobPhase",
+    "JobView",
     "build_job",
+    "covered_hashes",
     "job_name",
     "job_phase",
+    "owned_by",
     "prune_plan",
+    "view",
+    "with_traceparent",
 ]
 
 OWNER_LABEL: Final = "changejob.dev/owner"
@@ -37,9 +44,9 @@ HASHES_ANNOTATION: Final = "changejob.dev/hashes"
 TRACEPARENT_ANNOTATION: Final = "traceparent"
 
 JobPhase = Literal["Active", "Succeeded", "Failed"]
-ACTIVE: Final = "Active"
-SUCCEEDED: Final = "Succeeded"
-FAILED: Final = "Failed"
+ACTIVE: Final[JobPhase] = "Active"
+SUCCEEDED: Final[JobPhase] = "Succeeded"
+FAILED: Final[JobPhase] = "Failed"
 
 MAX_NAME_LENGTH: Final = 63  # a Job's name is also a label value on its Pods
 SUFFIX_LENGTH: Final = 10
@@ -75,27 +82,27 @@ def _base36(number: int) -> str:
 
 def build_job(
     *,
-    ctj: Mapping[str, Any],
+    owner: bodies.ObjectMeta,
+    template: Mapping[str, Any],
     sequence: int,
     changed: Sequence[str],
     hashes: Sequence[str],
-    traceparent: str | None,
-) -> dict[str, Any]:
-    """The batch/v1 Job for trigger number ``sequence`` of ``ctj``; the input is never modified.
+    traceparent: str | None = None,
+) -> bodies.Job:
+    """The batch/v1 Job for trigger number ``sequence`` of the CTJ ``owner`` (its metadata), made from
+    ``template`` (its ``spec.jobTemplate``); the inputs are never modified.
 
-    Labels and annotations come from ``jobTemplate.metadata`` plus the owner label, the trigger,
+    Labels and annotations come from ``template.metadata`` plus the owner label, the trigger,
     changed and hashes annotations (names and hashes only, never values) and ``traceparent`` when
-    given; the spec is a deep copy of ``jobTemplate.spec``; an owner reference to the CTJ makes
+    given; the spec is a deep copy of ``template.spec``; an owner reference to the CTJ makes
     deleting the CTJ delete its Jobs.
     """
-    metadata = ctj.get("metadata") or {}
-    name = _required(metadata, "name")
-    namespace = _required(metadata, "namespace")
-    uid = _required(metadata, "uid")
+    name = _required(owner, "name")
+    namespace = _required(owner, "namespace")
+    uid = _required(owner, "uid")
     problems = api.name_errors(name)
     if problems:
         raise ValueError(f'CTJ name "{name}" cannot label its Jobs: {"; ".join(problems)}')
-    template = (ctj.get("spec") or {}).get("jobTemplate") or {}
     template_metadata = template.get("metadata") or {}
 
     labels = {**(template_metadata.get("labels") or {}), OWNER_LABEL: name}
@@ -130,7 +137,18 @@ def build_job(
     }
 
 
-def _required(metadata: Mapping[str, Any], key: str) -> str:
+def with_traceparent(job: bodies.Job, traceparent: str | None) -> bodies.Job:
+    """``job`` carrying the trace context it is created in (annotation ``traceparent``), if any."""
+    if not traceparent:
+        return job
+    meta = job["metadata"]
+    return {
+        **job,
+        "metadata": {**meta, "annotations": {**meta.get("annotations", {}), TRACEPARENT_ANNOTATION: traceparent}},
+    }
+
+
+def _required(metadata: bodies.ObjectMeta, key: str) -> str:
     value = metadata.get(key)
     if not isinstance(value, str) or not value:
         raise ValueError(f"the CTJ has no metadata.{key}; a Job needs it")
@@ -143,33 +161,65 @@ def job_phase(job: Mapping[str, Any]) -> JobPhase:
     found = (job.get("status") or {}).get("conditions") or ()
     true_types = {c.get("type") for c in found if isinstance(c, Mapping) and c.get("status") == "True"}
     if any(kind in true_types for kind in _SUCCESS_CONDITIONS):
-        return "Succeeded"
+        return SUCCEEDED
     if any(kind in true_types for kind in _FAILURE_CONDITIONS):
-        return "Failed"
-    return "Active"
+        return FAILED
+    return ACTIVE
 
 
-def prune_plan(*, jobs: Sequence[Mapping[str, Any]], history: int) -> list[str]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobView:
+    """What the operator knows of one Job it made (the runtime's Job index keeps one per Job)."""
+
+    name: str
+    phase: JobPhase = ACTIVE
+    sequence: int = -1  # the trigger annotation; -1 when absent or not a number
+    created: str = ""  # creationTimestamp as sent by the server
+    owner_uid: str = ""  # the uid of its controlling owner
+    deleting: bool = False  # it has a deletionTimestamp
+
+
+def view(job: Mapping[str, Any]) -> JobView:
+    """The :class:`JobView` of a Job body."""
+    metadata = job.get("metadata") or {}
+    owners = [o.get("uid", "") for o in metadata.get("ownerReferences") or () if o.get("controller")]
+    return JobView(
+        name=str(metadata.get("name") or ""),
+        phase=job_phase(job),
+        sequence=_sequence(metadata.get("annotations") or {}),
+        created=str(metadata.get("creationTimestamp") or ""),
+        owner_uid=str(owners[0]) if owners else "",
+        deleting=bool(metadata.get("deletionTimestamp")),
+    )
+
+
+def owned_by(job: Mapping[str, Any], uid: str) -> bool:
+    """Whether ``job`` has an owner reference to the object with ``uid``."""
+    return any(o.get("uid") == uid for o in (job.get("metadata") or {}).get("ownerReferences") or ())
+
+
+def covered_hashes(job: Mapping[str, Any]) -> tuple[str, ...]:
+    """The resource hashes a Job was made for (its ``changejob.dev/hashes`` annotation), in spec order."""
+    text = ((job.get("metadata") or {}).get("annotations") or {}).get(HASHES_ANNOTATION, "")
+    return tuple(str(text).split(","))
+
+
+def prune_plan(*, jobs: Sequence[JobView], history: int) -> list[str]:
     """Names of the Jobs to delete so that the newest ``history`` remain.
 
-    Newest first means the highest trigger annotation, then the latest creationTimestamp, then the
+    Newest first means the highest trigger number, then the latest creationTimestamp, then the
     name. Of the Jobs beyond ``history`` only finished ones are deleted, never an Active one; Jobs
     already being deleted are neither counted nor deleted again.
     """
     if history < 0:
         raise ValueError(f"history must not be negative, got {history}")
-    live = [job for job in jobs if not (job.get("metadata") or {}).get("deletionTimestamp")]
+    live = [job for job in jobs if not job.deleting]
     live.sort(key=_age_key, reverse=True)
-    return [_name(job) for job in live[history:] if job_phase(job) != ACTIVE and _name(job)]
+    return [job.name for job in live[history:] if job.phase != ACTIVE and job.name]
 
 
-def _age_key(job: Mapping[str, Any]) -> tuple[int, datetime.datetime, str]:
-    metadata = job.get("metadata") or {}
-    return (
-        _sequence(metadata.get("annotations") or {}),
-        _created(metadata.get("creationTimestamp")),
-        str(metadata.get("name") or ""),
-    )
+def _age_key(job: JobView) -> tuple[int, datetime.datetime, str]:
+    return (job.sequence, _created(job.created), job.name)
 
 
 def _sequence(annotations: Mapping[str, Any]) -> int:
@@ -186,7 +236,3 @@ def _created(value: object) -> datetime.datetime:
         return conditions.parse_time(value)
     except ValueError:
         return _EPOCH
-
-
-def _name(job: Mapping[str, Any]) -> str:
-    return str((job.get("metadata") or {}).get("name") or "")

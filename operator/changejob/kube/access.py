@@ -13,9 +13,8 @@ from typing import Any
 
 from kubernetes import client as k8s_client
 
-from changejob.kube import transport
+from changejob.kube import resources, transport
 
-SAR_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 TRANSIENT = frozenset({401, 408, 429})
 
 
@@ -55,7 +54,9 @@ class SubjectAccessChecker:
         name: str | None,
     ) -> bool:
         body = review_body(user=user, verb=verb, group=group, resource=resource, namespace=namespace, name=name)
-        answer = self._t.request("POST", SAR_PATH, body=body, span_resource="subjectaccessreviews")
+        answer = self._t.request(
+            "POST", resources.SUBJECT_ACCESS_REVIEW.path(), body=body, span_resource="subjectaccessreviews"
+        )
         status = (answer or {}).get("status") or {}
         return bool(status.get("allowed")) and not status.get("denied")
 
@@ -74,7 +75,7 @@ def dry_run_job(api_client: k8s_client.ApiClient) -> Callable[[str, Mapping[str,
         try:
             t.request(
                 "POST",
-                f"/apis/batch/v1/namespaces/{namespace}/jobs",
+                resources.JOB.path(namespace),
                 query={"dryRun": "All"},
                 body=job,
                 span_resource="jobs",

@@ -17,12 +17,11 @@ from typing import Any
 
 from kubernetes import client as k8s_client
 
-from changejob.kube import transport
+from changejob.kube import resources, transport
 
 log = logging.getLogger(__name__)
 
 JSON_PATCH = "application/json-patch+json"
-ADMISSION_PATH = "/apis/admissionregistration.k8s.io/v1"
 LABELS = {"app.kubernetes.io/name": "kube-changejob", "app.kubernetes.io/component": "webhook"}
 
 
@@ -53,11 +52,11 @@ class SecretStore:
 
     @property
     def _collection(self) -> str:
-        return f"/api/v1/namespaces/{self.namespace}/secrets"
+        return resources.SECRET.path(self.namespace)
 
     @property
     def _path(self) -> str:
-        return f"{self._collection}/{self.name}"
+        return resources.SECRET.path(self.namespace, self.name)
 
     def _body(self, data: Mapping[str, bytes], resource_version: str | None = None) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace, "labels": dict(LABELS)}
@@ -144,11 +143,8 @@ class WebhookConfigs:
     def __init__(self, api_client: k8s_client.ApiClient, *, validating: str | None, mutating: str | None) -> None:
         self._t = transport.Transport(api_client)
         self._paths = [
-            f"{ADMISSION_PATH}/{plural}/{name}"
-            for plural, name in (
-                ("validatingwebhookconfigurations", validating),
-                ("mutatingwebhookconfigurations", mutating),
-            )
+            rtype.path(name=name)
+            for rtype, name in ((resources.VALIDATING_WEBHOOKS, validating), (resources.MUTATING_WEBHOOKS, mutating))
             if name
         ]
 

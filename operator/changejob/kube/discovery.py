@@ -2,43 +2,17 @@
 
 A group-version's resource list is fetched once and kept. A kind that is not found refreshes its
 group-version at most once per ``refresh_interval`` seconds, so a CRD installed after a CTJ was
-created is picked up without hammering discovery for a kind that really does not exist.
+created is picked up without hammering discovery for a kind that really does not exist. Workers
+that miss the same group-version at once (every worker, right after a restart) share one fetch.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
+import time
 from collections.abc import Callable
 
-from kubernetes import client as k8s_client
-
-from changejob.kube import transport
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ResourceType:
-    """One REST resource: what a (apiVersion, kind) maps to."""
-
-    group: str
-    version: str
-    kind: str
-    plural: str
-    namespaced: bool
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def collection_path(self, namespace: str | None = None) -> str:
-        """The list/watch path, namespaced when ``namespace`` is given and the type is namespaced."""
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            return f"{base}/namespaces/{namespace}/{self.plural}"
-        return f"{base}/{self.plural}"
-
-    def object_path(self, *, namespace: str | None, name: str) -> str:
-        return f"{self.collection_path(namespace)}/{name}"
+from changejob.kube import resources, transport
 
 
 class Discovery:
@@ -46,38 +20,49 @@ class Discovery:
 
     def __init__(
         self,
-        api_client: k8s_client.ApiClient,
+        transport_: transport.Transport,
         *,
         refresh_interval: float = 5.0,
-        clock: Callable[[], float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        import time  # the clock is injectable; the default is the monotonic one
-
-        self._transport = transport.Transport(api_client)
+        self._transport = transport_
         self._refresh_interval = refresh_interval
-        self._clock = clock or time.monotonic
+        self._clock = clock
         self._lock = threading.Lock()
-        self._by_gv: dict[str, dict[str, ResourceType]] = {}
+        self._by_gv: dict[str, dict[str, resources.ResourceType]] = {}
         self._fetched_at: dict[str, float] = {}
+        self._fetching: dict[str, threading.Lock] = {}
 
-    def resolve(self, *, api_version: str, kind: str) -> ResourceType | None:
+    def resolve(self, *, api_version: str, kind: str) -> resources.ResourceType | None:
         """The resource for ``kind`` in ``api_version``, or None if the server does not serve it."""
+        known, found = self._cached(api_version, kind)
+        if known:
+            return found
+        with self._lock:
+            fetching = self._fetching.setdefault(api_version, threading.Lock())
+        with fetching:  # one fetch per group-version at a time; who waited for it reads its answer
+            known, found = self._cached(api_version, kind)
+            if known:
+                return found
+            return self._fetch(api_version).get(kind)
+
+    def _cached(self, api_version: str, kind: str) -> tuple[bool, resources.ResourceType | None]:
+        """(True, the answer) when the cache can answer: the kind is known, or its group-version was
+        fetched lately without it; (False, None) when the group-version must be fetched."""
         with self._lock:
             known = self._by_gv.get(api_version)
             fetched = self._fetched_at.get(api_version)
         if known is not None and kind in known:
-            return known[kind]
+            return True, known[kind]
         if fetched is not None and self._clock() - fetched < self._refresh_interval:
-            return None
-        kinds = self._fetch(api_version)
-        return kinds.get(kind)
+            return True, None
+        return False, None
 
-    def _fetch(self, api_version: str) -> dict[str, ResourceType]:
+    def _fetch(self, api_version: str) -> dict[str, resources.ResourceType]:
         group, _, version = api_version.rpartition("/")
-        path = f"/apis/{group}/{version}" if group else f"/api/{version}"
-        kinds: dict[str, ResourceType] = {}
+        kinds: dict[str, resources.ResourceType] = {}
         try:
-            body = self._transport.request("GET", path, span_resource="discovery")
+            body = self._transport.request("GET", resources.group_version_path(api_version), span_resource="discovery")
         except transport.ApiError as exc:
             if exc.status not in (404, 503):
                 raise
@@ -86,7 +71,7 @@ class Discovery:
             name = entry.get("name", "")
             if "/" in name:  # subresources such as deployments/status
                 continue
-            kinds[entry["kind"]] = ResourceType(
+            kinds[entry["kind"]] = resources.ResourceType(
                 group=group,
                 version=version,
                 kind=entry["kind"],

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from changejob.kube import transport
+from changejob.domain import bodies
+from changejob.kube import resources, transport
 from changejob.telemetry import metrics
 
-API_VERSION = "coordination.k8s.io/v1"
+API_VERSION = resources.LEASE.api_version
 ROLE_LABEL = "changejob.dev/role"
 SHARD_LABEL = "changejob.dev/shard"
 MEMBER_ROLE = "member"
@@ -37,12 +38,7 @@ SELECTOR = f"{ROLE_LABEL} in ({MEMBER_ROLE},{SHARD_ROLE})"
 _MAX_NAME = 253
 _INVALID = re.compile(r"[^a-z0-9.-]+")
 
-Lease = dict[str, Any]
-
-
-def path(namespace: str, name: str | None = None) -> str:
-    base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-    return f"{base}/{name}" if name else base
+Lease = bodies.Lease
 
 
 def member_name(identity: str) -> str:
@@ -72,31 +68,31 @@ def duration_seconds(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
 
-def role(lease: Mapping[str, Any]) -> str:
+def role(lease: Lease) -> str:
     return str(((lease.get("metadata") or {}).get("labels") or {}).get(ROLE_LABEL) or "")
 
 
-def name_of(lease: Mapping[str, Any]) -> str:
+def name_of(lease: Lease) -> str:
     return str(lease["metadata"]["name"])
 
 
-def resource_version(lease: Mapping[str, Any]) -> str:
+def resource_version(lease: Lease) -> str:
     return str(lease["metadata"].get("resourceVersion") or "")
 
 
-def holder(lease: Mapping[str, Any] | None) -> str:
+def holder(lease: Lease | None) -> str:
     """The holder identity, ``""`` for a released (or absent) Lease."""
     if lease is None:
         return ""
     return str((lease.get("spec") or {}).get("holderIdentity") or "")
 
 
-def lease_seconds(lease: Mapping[str, Any], default: float) -> float:
+def lease_seconds(lease: Lease, default: float) -> float:
     value = (lease.get("spec") or {}).get("leaseDurationSeconds")
     return float(value) if isinstance(value, int) and value > 0 else default
 
 
-def shard_number(lease: Mapping[str, Any]) -> int | None:
+def shard_number(lease: Lease) -> int | None:
     """The shard a shard Lease stands for, or None if the Lease is not a well-formed shard Lease."""
     labels = (lease.get("metadata") or {}).get("labels") or {}
     value = str(labels.get(SHARD_LABEL) or "")
@@ -140,35 +136,38 @@ def shard_body(*, namespace: str, shard: int, identity: str, duration: float, no
     }
 
 
-def renewed(lease: Mapping[str, Any], *, duration: float, now: datetime) -> Lease:
+def renewed(lease: Lease, *, duration: float, now: datetime) -> Lease:
     """``lease`` with a new renewTime; resourceVersion kept, so the update is a compare-and-swap."""
-    out = copy.deepcopy(dict(lease))
-    out["spec"] = {
-        **(out.get("spec") or {}),
-        "renewTime": micro_time(now),
-        "leaseDurationSeconds": duration_seconds(duration),
-    }
+    out = copy.deepcopy(lease)
+    spec = out.get("spec") or {}
+    spec.update({"renewTime": micro_time(now), "leaseDurationSeconds": duration_seconds(duration)})
+    out["spec"] = spec
     return out
 
 
-def taken(lease: Mapping[str, Any], *, identity: str, duration: float, now: datetime) -> Lease:
+def taken(lease: Lease, *, identity: str, duration: float, now: datetime) -> Lease:
     """``lease`` acquired by ``identity`` (a transition is counted when the holder changes)."""
-    out = copy.deepcopy(dict(lease))
-    spec = dict(out.get("spec") or {})
+    out = copy.deepcopy(lease)
+    spec = out.get("spec") or {}
     if spec.get("holderIdentity") != identity:
         spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
     stamp = micro_time(now)
     spec.update(
-        holderIdentity=identity, acquireTime=stamp, renewTime=stamp, leaseDurationSeconds=duration_seconds(duration)
+        {
+            "holderIdentity": identity,
+            "acquireTime": stamp,
+            "renewTime": stamp,
+            "leaseDurationSeconds": duration_seconds(duration),
+        }
     )
     out["spec"] = spec
     return out
 
 
-def released(lease: Mapping[str, Any], *, now: datetime) -> Lease:
+def released(lease: Lease, *, now: datetime) -> Lease:
     """``lease`` with no holder: the next owner may take it at once."""
-    out = copy.deepcopy(dict(lease))
-    spec = dict(out.get("spec") or {})
+    out = copy.deepcopy(lease)
+    spec = out.get("spec") or {}
     spec.pop("holderIdentity", None)
     spec.pop("acquireTime", None)
     spec["renewTime"] = micro_time(now)
@@ -198,7 +197,7 @@ class Leases:
         """Member and shard Leases in one call (a few dozen small objects: no pagination)."""
         page = self._t.request(
             "GET",
-            path(self.namespace),
+            resources.LEASE.path(self.namespace),
             query={"labelSelector": SELECTOR},
             timeout=self._timeout,
             span_resource="leases",
@@ -217,7 +216,7 @@ class Leases:
         try:
             lease: Lease = self._t.request(
                 "GET",
-                path(self.namespace, name),
+                resources.LEASE.path(self.namespace, name),
                 timeout=self._timeout,
                 span_resource="leases",
                 namespace=self.namespace,
@@ -229,14 +228,14 @@ class Leases:
             raise
         return lease
 
-    def create(self, lease: Mapping[str, Any]) -> Lease:
-        return self._write("POST", path(self.namespace), lease)
+    def create(self, lease: Lease) -> Lease:
+        return self._write("POST", None, lease)
 
-    def update(self, lease: Mapping[str, Any]) -> Lease:
+    def update(self, lease: Lease) -> Lease:
         """PUT with the lease's resourceVersion: raises ApiError(conflict) if it changed meanwhile."""
-        return self._write("PUT", path(self.namespace, name_of(lease)), lease)
+        return self._write("PUT", name_of(lease), lease)
 
-    def delete(self, lease: Mapping[str, Any]) -> None:
+    def delete(self, lease: Lease) -> None:
         """Delete ``lease`` if it is still the version given; gone already counts as deleted."""
         body = {
             "kind": "DeleteOptions",
@@ -244,21 +243,22 @@ class Leases:
             "preconditions": {"resourceVersion": resource_version(lease)},
         }
         try:
-            self._write("DELETE", path(self.namespace, name_of(lease)), body, name=name_of(lease))
+            self._write("DELETE", name_of(lease), body)
         except transport.ApiError as exc:
             if not exc.not_found:
                 raise
 
-    def _write(self, method: str, url: str, body: Mapping[str, Any], *, name: str | None = None) -> Lease:
+    def _write(self, method: str, name: str | None, body: Mapping[str, Any]) -> Lease:
+        """``method`` on the Lease ``name`` (None: the collection) with ``body``; counted."""
         try:
             out: Lease = self._t.request(
                 method,
-                url,
+                resources.LEASE.path(self.namespace, name),
                 body=body,
                 timeout=self._timeout,
                 span_resource="leases",
                 namespace=self.namespace,
-                name=name or name_of(body),
+                name=name or str(body["metadata"]["name"]),
             )
         except transport.ApiError as exc:
             metrics.lease_writes_total.labels(

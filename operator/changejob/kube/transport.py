@@ -27,6 +27,25 @@ USER_AGENT = f"kube-changejob/{__version__}"
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 DEFAULT_TIMEOUT = (5.0, 15.0)
+LIST_TIMEOUT = (5.0, 60.0)  # a list page of 500 objects can take a while on a busy server
+PAGE_SIZE = 500
+
+
+@dataclasses.dataclass(slots=True)
+class Page:
+    """One page of a list: its items and the list's metadata (``continue``, ``resourceVersion``)."""
+
+    items: list[Any]
+    metadata: Mapping[str, Any]
+
+    @property
+    def last(self) -> bool:
+        return not self.metadata.get("continue")
+
+    @property
+    def resource_version(self) -> str | None:
+        value = self.metadata.get("resourceVersion")
+        return str(value) if value else None
 
 
 @dataclasses.dataclass(eq=False)
@@ -145,6 +164,38 @@ class Transport:
             if response.status >= 300:
                 raise error_from(response.status, data)
             return orjson.loads(data) if data else None
+
+    def list_pages(
+        self,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        page_size: int = PAGE_SIZE,
+        span_resource: str | None = None,
+        timeout: tuple[float, float] = LIST_TIMEOUT,
+    ) -> Iterator[Page]:
+        """A paginated list, one page at a time (``limit`` / ``continue``), the last page last.
+
+        The page's response body is released before its items are handed out, and nothing of a page
+        is kept once the caller asks for the next, so a collection of any size is never held at once
+        (callers empty ``items`` as they go: see ``watch.hand_over``).
+        """
+        cont: str | None = None
+        while True:
+            body = self.request(
+                "GET",
+                path,
+                query={**(query or {}), "limit": page_size, "continue": cont},
+                span_resource=span_resource,
+                timeout=timeout,
+            )
+            page = Page(items=body.get("items") or [], metadata=body.get("metadata") or {})
+            del body
+            cont = page.metadata.get("continue") or None
+            yield page
+            del page
+            if not cont:
+                return
 
     def stream(self, path: str, *, query: Mapping[str, Any], read_timeout: float) -> Iterator[Mapping[str, Any]]:
         """A watch stream: yields each JSON line as a dict until the server ends it.

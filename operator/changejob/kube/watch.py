@@ -22,8 +22,8 @@ import functools
 import logging
 import random
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any, Final, Protocol
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from changejob.kube import transport
 from changejob.telemetry import metrics
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _M_MMAP_THRESHOLD: Final = -3  # glibc's mallopt parameter (malloc.h)
 LARGE_BUFFER: Final = 128 * 1024
+K = TypeVar("K", bound=Hashable)
 
 
 @functools.cache
@@ -65,6 +66,32 @@ def hand_over(items: list[Any], take: Callable[[Any], None]) -> None:
     items.reverse()
     while items:
         take(items.pop())
+
+
+class Relist(Generic[K]):
+    """The relist diff: the keys one (re)list saw, and at its end the held keys it did not see.
+
+    A held key the list did not return was deleted while no watch was running; the holder drops it.
+    Not thread-safe: the holder guards it with whatever lock guards its keys.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[K] = set()
+
+    def begin(self) -> None:
+        self._seen = set()
+
+    def saw(self, key: K) -> None:
+        self._seen.add(key)
+
+    def seen(self, key: K) -> bool:
+        """Whether the list running now has already returned ``key``."""
+        return key in self._seen
+
+    def end(self, held: Iterable[K]) -> list[K]:
+        """The keys of ``held`` this list did not return; forgets what it saw."""
+        seen, self._seen = self._seen, set()
+        return [key for key in held if key not in seen]
 
 
 class Sink(Protocol):
@@ -111,8 +138,6 @@ class ListWatch:
         self.name = name or path
         self.resource_version: str | None = None
         self.synced = threading.Event()
-        self.lists = 0
-        self.watches = 0
 
     def run(self) -> None:
         """The loop: list, then watch and re-watch, relisting only when history is gone."""
@@ -149,34 +174,21 @@ class ListWatch:
                 self._backoff = min(self._backoff * 2, self._max_backoff)
 
     def _list(self) -> None:
-        self.lists += 1
         self._sink.begin_sync()
-        cont: str | None = None
-        while True:
-            items, meta = self._page(cont)
-            hand_over(items, self._sink.synced_object)
-            cont = meta.get("continue") or None
-            if not cont:
-                self.resource_version = meta.get("resourceVersion")
-                break
-            if self._stop.is_set():
+        pages = self._t.list_pages(
+            self.path, query={"labelSelector": self._selector}, page_size=self._page_size, span_resource="list"
+        )
+        for page in pages:
+            hand_over(page.items, self._sink.synced_object)
+            if page.last:
+                self.resource_version = page.resource_version
+            elif self._stop.is_set():
                 return
         self._sink.end_sync()
         self.synced.set()
         self._backoff = 0.5
 
-    def _page(self, cont: str | None) -> tuple[list[Any], Mapping[str, Any]]:
-        page = self._t.request(
-            "GET",
-            self.path,
-            query={"limit": self._page_size, "continue": cont, "labelSelector": self._selector},
-            span_resource="list",
-            timeout=(5.0, 60.0),
-        )
-        return page.get("items") or [], page.get("metadata") or {}
-
     def _watch(self) -> None:
-        self.watches += 1
         # The server ends a healthy watch before the stall bound: bookmarks only come when the type
         # (or etcd progress) moves, so an idle but healthy stream may be silent; ending it cleanly
         # first means a read that outlasts the stall bound really is a dead connection.

@@ -2,6 +2,13 @@
 
 Every write is idempotent by construction (deterministic Job names, optimistic concurrency on status),
 so a retry — by tenacity here, or by another replica — never duplicates anything.
+
+Every write of a CTJ's Job, status or Events goes through :meth:`Writer._write` with a ``fence``: asked
+right before the request is sent, it says whether this replica may still act for that CTJ (its shard
+is still held and freshly renewed); when it says no, nothing is sent and :class:`Fenced` is raised.
+The fence is asked once per write, before the first attempt; asking it before every attempt of
+``retry_transient`` too is one line: ``check(fence, ...)`` at the top of ``_send``, which is handed
+the fence for that reason.
 """
 
 from __future__ import annotations
@@ -12,37 +19,39 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import tenacity
 from opentelemetry import context as otel_context
 
-from changejob.kube import transport
+from changejob.domain import bodies
+from changejob.kube import resources, transport
 
 log = logging.getLogger(__name__)
 
-GROUP = "triggers.changejob.dev"
-VERSION = "v1alpha"
-PLURAL = "changetriggeredjobs"
-CTJ_API_VERSION = f"{GROUP}/{VERSION}"
 HASH_KEY_SECRET = "kube-changejob-hash-key"
 EVENT_BACKLOG = 10_000
 EVENT_SENDERS = 4
 
-
-def ctj_path(namespace: str | None = None, name: str | None = None) -> str:
-    base = f"/apis/{GROUP}/{VERSION}"
-    if namespace is None:
-        return f"{base}/{PLURAL}"
-    path = f"{base}/namespaces/{namespace}/{PLURAL}"
-    return f"{path}/{name}" if name else path
+Fence = Callable[[], bool]
+"""Asked right before a write is sent: False when this replica may no longer act for the object."""
 
 
-def job_path(namespace: str, name: str | None = None) -> str:
-    path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
-    return f"{path}/{name}" if name else path
+def unfenced() -> bool:
+    """The fence of writes that belong to no CTJ (the installation's hash key)."""
+    return True
+
+
+class Fenced(Exception):  # noqa: N818  (a refusal, not an error of the server)
+    """A write was not sent: its fence said this replica may no longer act for the object."""
+
+
+def check(fence: Fence, what: str) -> None:
+    """Raise :class:`Fenced` unless ``fence`` allows the write ``what``."""
+    if not fence():
+        raise Fenced(f"{what}: this replica may no longer act for the object")
 
 
 def _transient(exc: BaseException) -> bool:
@@ -84,20 +93,25 @@ class Writer:
             raise
         return obj
 
-    @retry_transient
-    def create_job(self, job: Mapping[str, Any]) -> dict[str, Any]:
-        ns = job["metadata"]["namespace"]
-        out: dict[str, Any] = self._t.request(
-            "POST", job_path(ns), body=job, span_resource="jobs", namespace=ns, name=job["metadata"]["name"]
+    def create_job(self, job: bodies.Job, *, fence: Fence) -> bodies.Job:
+        meta = job["metadata"]
+        created: bodies.Job = self._write(
+            "POST",
+            resources.JOB.path(meta["namespace"]),
+            fence=fence,
+            body=job,
+            span_resource="jobs",
+            namespace=meta["namespace"],
+            name=meta["name"],
         )
-        return out
+        return created
 
-    @retry_transient
-    def delete_job(self, *, namespace: str, name: str) -> None:
+    def delete_job(self, *, namespace: str, name: str, fence: Fence) -> None:
         try:
-            self._t.request(
+            self._write(
                 "DELETE",
-                job_path(namespace, name),
+                resources.JOB.path(namespace, name),
+                fence=fence,
                 body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
                 span_resource="jobs",
                 namespace=namespace,
@@ -107,28 +121,39 @@ class Writer:
             if not exc.not_found:
                 raise
 
-    @retry_transient
-    def update_status(self, ctj: Mapping[str, Any]) -> dict[str, Any]:
+    def update_status(self, ctj: bodies.Ctj, *, fence: Fence) -> bodies.Ctj:
         """PUT the status subresource; the object's resourceVersion makes it a compare-and-swap."""
         meta = ctj["metadata"]
-        out: dict[str, Any] = self._t.request(
+        written: bodies.Ctj = self._write(
             "PUT",
-            ctj_path(meta["namespace"], meta["name"]) + "/status",
+            resources.CTJ.path(meta["namespace"], meta["name"], subresource="status"),
+            fence=fence,
             body=ctj,
             span_resource="changetriggeredjobs/status",
             namespace=meta["namespace"],
             name=meta["name"],
         )
-        return out
+        return written
 
-    def event(self, ctj: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
-        """Record a core/v1 Event on the CTJ, asynchronously (as client-go's event recorder does).
+    def _write(self, method: str, path: str, *, fence: Fence, **options: Any) -> Any:
+        """The one path of every write: ``fence`` is asked right before the request is sent."""
+        check(fence, f"{method} {path}")
+        return self._send(method, path, fence=fence, **options)
+
+    @retry_transient
+    def _send(self, method: str, path: str, *, fence: Fence, **options: Any) -> Any:
+        """One attempt; ``retry_transient`` repeats it. ``fence`` was asked before the first one."""
+        del fence
+        return self._t.request(method, path, **options)
+
+    def event(self, meta: bodies.ObjectMeta, *, type_: str, reason: str, message: str, fence: Fence) -> None:
+        """Record a core/v1 Event on the CTJ of ``meta``, asynchronously (as client-go's recorder does).
 
         Events are best effort and off the critical path: a trigger's Job and status are written
         without waiting for them. When more than ``EVENT_BACKLOG`` are waiting, new ones are dropped
-        (and counted in the log) rather than slowing the operator down.
+        (and counted in the log) rather than slowing the operator down. The fence is asked now.
         """
-        meta = ctj["metadata"]
+        check(fence, f"event {reason} of {meta.get('namespace')}/{meta.get('name')}")
         item = (
             {k: meta.get(k) for k in ("name", "namespace", "uid", "resourceVersion")},
             type_,
@@ -176,8 +201,8 @@ class Writer:
             "kind": "Event",
             "metadata": {"name": f"{meta['name']}.{time.time_ns():x}{seq:x}", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": CTJ_API_VERSION,
-                "kind": "ChangeTriggeredJob",
+                "apiVersion": resources.CTJ.api_version,
+                "kind": resources.CTJ.kind,
                 "name": meta["name"],
                 "namespace": meta["namespace"],
                 "uid": meta.get("uid"),
@@ -198,7 +223,7 @@ class Writer:
         try:
             self._t.request(
                 "POST",
-                f"/api/v1/namespaces/{meta['namespace']}/events",
+                resources.EVENT.path(meta["namespace"]),
                 body=body,
                 span_resource="events",
                 namespace=meta["namespace"],
@@ -210,9 +235,8 @@ class Writer:
 
     def hash_key(self, *, namespace: str) -> bytes:
         """The per-installation key for Secret hashes; created (race-safely) when missing."""
-        path = f"/api/v1/namespaces/{namespace}/secrets/{HASH_KEY_SECRET}"
         for _ in range(3):
-            found = self.get(path)
+            found = self.get(resources.SECRET.path(namespace, HASH_KEY_SECRET))
             if found is not None:
                 return base64.b64decode(found["data"]["key"])
             body = {
@@ -227,9 +251,10 @@ class Writer:
                 "data": {"key": base64.b64encode(secrets.token_bytes(32)).decode()},
             }
             try:
-                self._t.request(
+                self._write(
                     "POST",
-                    f"/api/v1/namespaces/{namespace}/secrets",
+                    resources.SECRET.path(namespace),
+                    fence=unfenced,
                     body=body,
                     span_resource="secrets",
                     namespace=namespace,

@@ -16,7 +16,6 @@ import os
 import time
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import quote
 
 import yaml
 from kubernetes import client as k8s_client
@@ -24,7 +23,7 @@ from kubernetes import config as k8s_config
 
 from changejob import preflight
 from changejob.domain import api, jobs
-from changejob.kube import transport
+from changejob.kube import resources, transport
 from changejob.plugin import why
 
 SERVICE_ACCOUNT_NAMESPACE: Final = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -62,9 +61,8 @@ class Session:
     transport: transport.Transport
     namespace: str
 
-    def ctj_path(self, name: str = "") -> str:
-        path = f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{quote(self.namespace, safe='')}/{api.PLURAL}"
-        return f"{path}/{quote(name, safe='')}" if name else path
+    def ctj_path(self, name: str | None = None) -> str:
+        return resources.CTJ.path(self.namespace, name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,10 +204,12 @@ def patch(session: Session, name: str, body: Mapping[str, Any]) -> dict[str, Any
 
 def owned_jobs(session: Session, name: str) -> list[dict[str, Any]]:
     """The Jobs labelled ``changejob.dev/owner=NAME`` in the namespace."""
-    path = f"/apis/batch/v1/namespaces/{quote(session.namespace, safe='')}/jobs"
     try:
         answer = session.transport.request(
-            "GET", path, query={"labelSelector": f"{jobs.OWNER_LABEL}={name}"}, namespace=session.namespace
+            "GET",
+            resources.JOB.path(session.namespace),
+            query={"labelSelector": f"{jobs.OWNER_LABEL}={name}"},
+            namespace=session.namespace,
         )
     except transport.ApiError as exc:
         raise failure(exc, session) from None

@@ -4,7 +4,9 @@ Pure: no I/O and no clock (``now`` is passed in), so every state a CTJ can be in
 plain dicts (tests/unit/test_plugin_why.py). It reads only what the operator writes to status and
 what the user wrote to spec; a field an older operator or CRD does not have yet (``spec.suspend``,
 ``spec.concurrencyPolicy``, ``status.lastTriggerRequest``, the ``Stalled``/``Reconciling`` conditions,
-selector resources) is simply not mentioned.
+selector resources) is simply not mentioned. That is also why objects are read as plain mappings
+rather than as ``domain/bodies.py``'s TypedDicts: those describe what this version writes, the
+plugin must also read what a newer or older operator wrote.
 
 The text has four parts: a summary, the watched resources (state, matched objects for a selector,
 the fields changed since the last trigger), what the CTJ is waiting for, and its newest Jobs.

@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from changejob import settings as settings_mod
-from changejob.domain import shards
+from changejob.domain import api, shards
 from changejob.kube import leases, transport
 from changejob.runtime import ownership
 
@@ -130,10 +130,10 @@ class LeaseMembership:
         self._thread = threading.Thread(target=self._run, name="membership", daemon=True)
         self._thread.start()
 
-    def owns(self, key: ownership.CtjKey) -> bool:
+    def owns(self, key: api.CtjKey) -> bool:
         return ownership.shard_of(key, self.shards) in self._owned
 
-    def may_act(self, key: ownership.CtjKey) -> bool:
+    def may_act(self, key: api.CtjKey) -> bool:
         return self.owns(key) and self._fresh() and not self._stop.is_set() and not self._stopped
 
     def joined(self) -> bool:

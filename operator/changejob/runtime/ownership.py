@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from changejob.domain import shards
+from changejob.domain import api, shards
 
-CtjKey = tuple[str, str]
 ShardsChanged = Callable[[set[int], set[int]], None]
 
 
@@ -20,10 +19,10 @@ class Ownership(Protocol):
 
     def start(self, on_change: ShardsChanged) -> None: ...
 
-    def owns(self, key: CtjKey) -> bool:
+    def owns(self, key: api.CtjKey) -> bool:
         """Whether this replica owns ``key``'s shard (a cheap, in-memory check)."""
 
-    def may_act(self, key: CtjKey) -> bool:
+    def may_act(self, key: api.CtjKey) -> bool:
         """``owns`` and the ownership is fresh (renewed within the renew deadline): checked before writes."""
 
     def joined(self) -> bool: ...
@@ -42,11 +41,11 @@ class SoleOwner:
     def start(self, on_change: ShardsChanged) -> None:
         on_change(set(range(self.shards)), set())
 
-    def owns(self, key: CtjKey) -> bool:
+    def owns(self, key: api.CtjKey) -> bool:
         del key
         return True
 
-    def may_act(self, key: CtjKey) -> bool:
+    def may_act(self, key: api.CtjKey) -> bool:
         del key
         return True
 
@@ -60,5 +59,5 @@ class SoleOwner:
         return None
 
 
-def shard_of(key: CtjKey, shard_count: int) -> int:
+def shard_of(key: api.CtjKey, shard_count: int) -> int:
     return shards.shard_of(namespace=key[0], name=key[1], shards=shard_count)

@@ -7,6 +7,9 @@
 - ``add_background`` queues a key behind every key added with ``add`` (the periodic resync of every
   CTJ): a watch event's key never waits behind thousands of resync keys, and adding a key already
   waiting in the background moves it to the front line.
+
+The queue reports its own depth (ready, in the background line and delayed) to a gauge when given
+one; when a key comes back after a failure is the worker loop's decision (``runtime/controller.py``).
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
 
 class WorkQueue(Generic[K]):
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, depth_gauge: Any = None) -> None:
         self._clock = clock
         self._cond = threading.Condition()
         self._queue: deque[K] = deque()
@@ -35,6 +38,8 @@ class WorkQueue(Generic[K]):
         self._deadline: dict[K, float] = {}
         self._seq = 0
         self._closed = False
+        if depth_gauge is not None:  # read at scrape time: never a count from before a concurrent change
+            depth_gauge.set_function(self.__len__)
 
     def __len__(self) -> int:
         with self._cond:

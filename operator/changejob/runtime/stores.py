@@ -1,13 +1,13 @@
 """In-memory views fed by watches: the CTJs this replica handles and the Jobs they created.
 
 The CTJ store keeps each CTJ without managedFields (the reconciler needs its spec, status and
-resourceVersion). The Job index keeps per CTJ only name, phase, trigger sequence and creation time
-of each of its Jobs — enough for ``lastJobStatus`` and for pruning without a single list request.
+resourceVersion). The Job index keeps per CTJ only a ``jobs.JobView`` of each of its Jobs (name,
+phase, trigger sequence, creation time, owner) — enough for ``lastJobStatus`` and for pruning
+without a single list request. A relist drops what it no longer returns (``watch.Relist``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -15,9 +15,8 @@ from typing import Any
 
 import orjson
 
-from changejob.domain import jobs
-
-CtjKey = tuple[str, str]
+from changejob.domain import api, bodies, jobs
+from changejob.kube import watch
 
 
 def slim(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,33 +57,33 @@ class CtjStore:
     the memory of everything else together.
     """
 
-    def __init__(self, *, notify: Callable[[CtjKey], None], accept: Callable[[CtjKey], bool]) -> None:
+    def __init__(self, *, notify: Callable[[api.CtjKey], None], accept: Callable[[api.CtjKey], bool]) -> None:
         self._notify = notify
         self.accept = accept
         self._lock = threading.Lock()
-        self._items: dict[CtjKey, tuple[int, bytes]] = {}
-        self._seen: set[CtjKey] = set()
+        self._items: dict[api.CtjKey, tuple[int, bytes]] = {}
+        self._relist: watch.Relist[api.CtjKey] = watch.Relist()
         self.synced = threading.Event()
         self.on_synced: Callable[[], None] | None = None
 
     @staticmethod
-    def key_of(obj: Mapping[str, Any]) -> CtjKey:
+    def key_of(obj: Mapping[str, Any]) -> api.CtjKey:
         meta = obj["metadata"]
         # One string object per namespace however many CTJs (and watch events) name it.
         return (sys.intern(meta["namespace"]), meta["name"])
 
-    def get(self, key: CtjKey) -> dict[str, Any] | None:
+    def get(self, key: api.CtjKey) -> bodies.Ctj | None:
         with self._lock:
             found = self._items.get(key)
         if found is None:
             return None
-        obj: dict[str, Any] = unpack(found[1])
+        obj: bodies.Ctj = unpack(found[1])
         return obj
 
-    def _store(self, key: CtjKey, obj: Mapping[str, Any]) -> None:
+    def _store(self, key: api.CtjKey, obj: Mapping[str, Any]) -> None:
         self._items[key] = (_rv(obj), pack(slim(obj)))
 
-    def all_keys(self) -> list[CtjKey]:
+    def all_keys(self) -> list[api.CtjKey]:
         with self._lock:
             return list(self._items)
 
@@ -108,22 +107,24 @@ class CtjStore:
                 return
             self._store(key, obj)
 
-    def drop(self, key: CtjKey) -> None:
+    def drop(self, key: api.CtjKey) -> None:
         with self._lock:
             self._items.pop(key, None)
 
     # watch.Sink
     def begin_sync(self) -> None:
-        self._seen = set()
+        with self._lock:
+            self._relist.begin()
 
     def synced_object(self, obj: Mapping[str, Any]) -> None:
         key = self.key_of(obj)
-        self._seen.add(key)
+        with self._lock:
+            self._relist.saw(key)
         self.event("ADDED", obj)
 
     def end_sync(self) -> None:
         with self._lock:
-            gone = [k for k in self._items if k not in self._seen]
+            gone = self._relist.end(list(self._items))
             for key in gone:
                 del self._items[key]
         for key in gone:
@@ -157,26 +158,17 @@ def _rv(obj: Mapping[str, Any]) -> int:
         return 0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class JobInfo:
-    name: str
-    phase: jobs.JobPhase
-    sequence: int
-    created: str
-    owner_uid: str
-
-
 class JobIndex:
     """Jobs labelled ``changejob.dev/owner``, grouped by owning CTJ."""
 
-    def __init__(self, *, notify: Callable[[CtjKey], None]) -> None:
+    def __init__(self, *, notify: Callable[[api.CtjKey], None]) -> None:
         self._notify = notify
         self._lock = threading.Lock()
-        self._by_ctj: dict[CtjKey, dict[str, JobInfo]] = {}
-        self._seen: set[tuple[CtjKey, str]] = set()
+        self._by_ctj: dict[api.CtjKey, dict[str, jobs.JobView]] = {}
+        self._relist: watch.Relist[tuple[api.CtjKey, str]] = watch.Relist()
         self.synced = threading.Event()
 
-    def jobs_of(self, key: CtjKey) -> list[JobInfo]:
+    def jobs_of(self, key: api.CtjKey) -> list[jobs.JobView]:
         with self._lock:
             return list(self._by_ctj.get(key, {}).values())
 
@@ -185,28 +177,29 @@ class JobIndex:
         self.event("ADDED", job, notify=False)
 
     @staticmethod
-    def _key(job: Mapping[str, Any]) -> CtjKey | None:
+    def _key(job: Mapping[str, Any]) -> api.CtjKey | None:
         meta = job.get("metadata") or {}
         owner = (meta.get("labels") or {}).get(jobs.OWNER_LABEL)
         return (meta.get("namespace", ""), owner) if owner else None
 
     def begin_sync(self) -> None:
-        self._seen = set()
+        with self._lock:
+            self._relist.begin()
 
     def synced_object(self, obj: Mapping[str, Any]) -> None:
         key = self._key(obj)
         if key is not None:
-            self._seen.add((key, obj["metadata"]["name"]))
+            with self._lock:
+                self._relist.saw((key, obj["metadata"]["name"]))
         self.event("ADDED", obj)
 
     def end_sync(self) -> None:
-        touched = set()
         with self._lock:
-            for key, group in self._by_ctj.items():
-                for name in [n for n in group if (key, n) not in self._seen]:
-                    del group[name]
-                    touched.add(key)
-        for key in touched:
+            held = [(key, name) for key, group in self._by_ctj.items() for name in group]
+            gone = self._relist.end(held)
+            for key, name in gone:
+                del self._by_ctj[key][name]
+        for key in {key for key, _ in gone}:
             self._notify(key)
         self.synced.set()
 
@@ -214,8 +207,7 @@ class JobIndex:
         key = self._key(obj)
         if key is None:
             return
-        meta = obj["metadata"]
-        name = meta["name"]
+        name = obj["metadata"]["name"]
         with self._lock:
             group = self._by_ctj.setdefault(key, {})
             if kind == "DELETED":
@@ -223,21 +215,10 @@ class JobIndex:
                 if not group:
                     del self._by_ctj[key]
             else:
-                try:
-                    sequence = int((meta.get("annotations") or {}).get(jobs.TRIGGER_ANNOTATION, "0"))
-                except ValueError:
-                    sequence = 0
-                owners = [o.get("uid", "") for o in meta.get("ownerReferences") or () if o.get("controller")]
-                info = JobInfo(
-                    name=name,
-                    phase=jobs.job_phase(obj),
-                    sequence=sequence,
-                    created=str(meta.get("creationTimestamp") or ""),
-                    owner_uid=owners[0] if owners else "",
-                )
-                if group.get(name) == info:
+                view = jobs.view(obj)
+                if group.get(name) == view:
                     return
-                group[name] = info
+                group[name] = view
         if notify:
             self._notify(key)
 

@@ -6,7 +6,7 @@ OpenTelemetry span, and ``exc`` with the formatted exception. The text format ca
 
     2026-01-01T00:00:00.000Z INFO  changejob.runtime  job created  ctj=ns/name job=nightly-0a1b2c3d4e
 
-Every line about a CTJ names it in ``ctj`` (use ``ctj_logger``), so ``grep ctj=ns/name`` or a JSON
+Every line about a CTJ names it in ``ctj`` (``extra={"ctj": "ns/name"}``), so ``grep ctj=ns/name`` or a JSON
 filter finds all of them. Values under keys named ``data``, ``stringData`` or ``binaryData`` (the
 payload of ConfigMaps and Secrets), at any depth of an ``extra`` value, are replaced by
 ``[redacted]``: defence in depth, callers are not meant to log them at all.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import IO, Any, Literal
 
 import orjson
@@ -70,20 +70,6 @@ def setup(
     root.addHandler(handler)
     root.setLevel(numeric_level)
     return handler
-
-
-class CtjAdapter(logging.LoggerAdapter[logging.Logger]):
-    """A logger bound to one CTJ: every record carries ``ctj="namespace/name"`` plus per-call extras."""
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        """Merge the bound fields under the call's own ``extra`` (which the stdlib would drop)."""
-        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
-        return msg, kwargs
-
-
-def ctj_logger(logger: logging.Logger, namespace: str, name: str) -> CtjAdapter:
-    """``logger`` bound to the CTJ ``namespace/name``."""
-    return CtjAdapter(logger, {"ctj": f"{namespace}/{name}"})
 
 
 def redact(value: Any) -> Any:

@@ -110,6 +110,11 @@ watch_streams = Gauge(
     "Open watch streams (one per watched resource type and namespace).",
     registry=REGISTRY,
 )
+fetch_errors_total = Counter(
+    f"{PREFIX}_fetch_errors_total",
+    "Failed reads of newly watched objects (joined after their stream's list); retried with backoff.",
+    registry=REGISTRY,
+)
 watched_objects = Gauge(
     f"{PREFIX}_watched_objects",
     "Objects whose selected-field hashes are held in memory.",

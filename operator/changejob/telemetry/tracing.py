@@ -29,7 +29,6 @@ from opentelemetry.sdk import resources
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import export
 from opentelemetry.trace.propagation import tracecontext
-from opentelemetry.util import types
 
 SCOPE = "changejob"
 """Instrumentation scope name of every span the operator makes."""
@@ -88,11 +87,6 @@ def force_flush(*, timeout_millis: int = 5_000) -> bool:
     return True if provider is None else provider.force_flush(timeout_millis)
 
 
-def enabled() -> bool:
-    """Whether spans are recorded; lets callers skip building attributes or links for nothing."""
-    return _state.provider is not None
-
-
 def tracer() -> trace.Tracer:
     """The operator's tracer (scope ``changejob``); the no-op tracer while tracing is off."""
     return _state.tracer
@@ -109,29 +103,6 @@ def traceparent() -> str | None:
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
     return carrier.get("traceparent")
-
-
-def link_to(traceparent: str, *, attributes: types.Attributes = None) -> trace.Link | None:
-    """A span link to the span a stored ``traceparent`` names; None if the value is not valid.
-
-    Coalesced changes become links on the span of the trigger that covered them.
-    """
-    context = _PROPAGATOR.extract({"traceparent": traceparent})
-    span_context = trace.get_current_span(context).get_span_context()
-    if not span_context.is_valid:
-        return None
-    return trace.Link(span_context, attributes)
-
-
-def exemplar() -> dict[str, str] | None:
-    """An OpenMetrics exemplar (``trace_id``) for the current recording span, else None.
-
-    Pass to ``Histogram.observe(..., exemplar=...)`` so a slow bucket leads to its trace.
-    """
-    span = trace.get_current_span()
-    if not span.is_recording():
-        return None
-    return {"trace_id": trace.format_trace_id(span.get_span_context().trace_id)}
 
 
 def api_call(

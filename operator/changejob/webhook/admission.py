@@ -52,7 +52,7 @@ Response = dict[str, Any]
 
 
 class ResourceType(Protocol):
-    """What the resolver knows of a kind (``changejob.kube.discovery.ResourceType`` has this shape)."""
+    """What the resolver knows of a kind (``changejob.kube.resources.ResourceType`` has this shape)."""
 
     @property
     def group(self) -> str: ...
