@@ -17,10 +17,12 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 # Tools to build (tools/build.sh; empty = all pinned tools). Cached builds take a second.
 TOOLS ?=
+# `make cluster-up REAL_NODE=1` adds the real node (kubelet + containerd, tools/real-node.sh).
+REAL_NODE ?=
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: tools
 tools: ## Build the pinned binaries (Kubernetes, etcd, kwok, helm, ...) into .tools/bin
@@ -54,8 +56,12 @@ lock-check: venv ## Fail if requirements.lock is not what `make lock` would writ
 	  && diff -u <(tail -n +3 requirements.lock) <(tail -n +3 "$$tmp/requirements.lock") && rm -rf "$$tmp"
 
 .PHONY: test
-test: venv tools ## Run the unit and integration tests (boots the local cluster itself)
-	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+test: venv tools ## Run the unit, integration and e2e tests (boots the local cluster, real node and images itself)
+	$(PY) -m pytest tests/unit tests/integration tests/security tests/e2e $(PYTEST_ARGS)
+
+.PHONY: e2e
+e2e: venv tools ## Run only the e2e tests: the chart and the operator image on the real node
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 .PHONY: unit
 unit: venv ## Run only the unit tests (no cluster)
@@ -69,12 +75,18 @@ lint: venv ## ruff check, ruff format --check, mypy, import-linter
 	$(VENV)/bin/lint-imports
 
 .PHONY: cluster-up
-cluster-up: tools ## Start (or reuse) the local cluster CLUSTER_NAME; prints its KUBECONFIG
-	tools/cluster.sh up $(CLUSTER_NAME)
+cluster-up: tools ## Start (or reuse) the local cluster CLUSTER_NAME (REAL_NODE=1: with the real node); prints its KUBECONFIG
+	tools/cluster.sh up $(CLUSTER_NAME) $(if $(filter 1 yes true,$(REAL_NODE)),--real-node)
 
 .PHONY: cluster-down
-cluster-down: ## Delete the local cluster CLUSTER_NAME
+cluster-down: ## Delete the local cluster CLUSTER_NAME and its real node, undoing the node's host changes
 	tools/cluster.sh down $(CLUSTER_NAME)
+
+.PHONY: image
+image: tools ## Build the operator image from the Dockerfile (no daemon, no registry); load it into a running real node
+	tools/image.sh build
+	if tools/real-node.sh socket $(CLUSTER_NAME) >/dev/null 2>&1; then tools/image.sh load $(CLUSTER_NAME); \
+	else echo "no real node runs in cluster $(CLUSTER_NAME): the images are loaded when it starts"; fi
 
 .PHONY: cluster-status
 cluster-status: ## List the local clusters and their health

@@ -1,7 +1,10 @@
-"""Suite-wide pytest configuration: command-line options, and markers assigned by folder.
+"""Suite-wide pytest configuration: command-line options, markers assigned by folder, the cluster fixtures.
 
 tests/unit/ holds pure tests (marker `unit`, no cluster); tests/integration/ holds tests against a
-real API server (marker `integration`; fixtures in tests/integration/conftest.py).
+real API server with the operator as a local process (marker `integration`); tests/security/ holds the
+regression tests of security findings against the same cluster (marker `security`); tests/e2e/ installs the
+chart and runs the operator image as Pods on the local cluster's real node (marker `e2e`). The
+cluster fixtures both use live in tests/cluster_fixtures.py.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import pathlib
 import pytest
 
 import helpers  # tests/ is on pytest's pythonpath (pyproject.toml)
+from cluster_fixtures import *  # noqa: F403 - registers cluster, api_client, namespace for every suite
 
 TESTS_DIR = pathlib.Path(__file__).resolve().parent
-FOLDER_MARKERS = {"unit": "unit", "integration": "integration"}
+FOLDER_MARKERS = {"unit": "unit", "integration": "integration", "security": "security", "e2e": "e2e"}
 
 
 def _add_option(parser: pytest.Parser, *names: str, **kwargs: object) -> None:

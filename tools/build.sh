@@ -53,19 +53,37 @@ install_tool() {
   for b in "$@"; do ln -sfn "$dest/$b" "$TOOLS_DIR/bin/$b"; done
 }
 
-build_kubernetes() {
-  local out=$1 v=$KUBERNETES_VERSION minor
+# The version stamps kubectl, kube-apiserver and the kubelet report, as the upstream release sets them.
+kube_ldflags() {
+  local v=$KUBERNETES_VERSION minor pkg ld="-s -w"
   minor=${v#v1.}; minor=${minor%%.*}
-  local ld="-s -w"
-  local pkg
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
+  echo "$ld"
+}
+
+build_kubernetes() {
+  local out=$1
   cd "$here/go/kubernetes"
-  go build -trimpath -tags selinux,notest -ldflags "$ld" -o "$out/" \
+  go build -trimpath -tags selinux,notest -ldflags "$(kube_ldflags)" -o "$out/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+}
+
+# The kubelet of the real node (tools/cluster.sh node-up), from the same pinned k8s.io/kubernetes as
+# the control plane. Its own build module keeps the control plane's key (and build) unchanged: the
+# kubelet needs a few modules the control plane does not (tools/go/kubelet/go.mod).
+build_kubelet() {
+  cd "$here/go/kubelet"
+  go build -trimpath -tags selinux,notest -ldflags "$(kube_ldflags)" -o "$1/" k8s.io/kubernetes/cmd/kubelet
+}
+
+# The pod sandbox ("pause") program of the real node's images (tools/image.sh); our own, 40 lines.
+build_pause() {
+  cd "$here/go/pause"
+  go build -trimpath -ldflags "-s -w" -o "$1/pause" .
 }
 
 build_etcd() {
@@ -120,6 +138,8 @@ one() {
   case $1 in
     kubernetes) install_tool kubernetes "$(key_of "$KUBERNETES_VERSION" "$here/go/kubernetes")" build_kubernetes \
                   kube-apiserver kube-controller-manager kube-scheduler kubectl ;;
+    kubelet)    install_tool kubelet "$(key_of "$KUBERNETES_VERSION" "$here/go/kubelet")" build_kubelet kubelet ;;
+    pause)      install_tool pause "$(key_of local "$here/go/pause")" build_pause pause ;;
     etcd)       install_tool etcd "$(key_of "$ETCD_VERSION" "$here/go/etcd")" build_etcd etcd ;;
     kwok)       install_tool kwok "$KWOK_VERSION" build_kwok kwok kwokctl ;;
     helm)       install_tool helm "$HELM_VERSION" build_helm helm ;;
@@ -133,6 +153,6 @@ one() {
 }
 
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(kubernetes etcd kwok helm jaeger actionlint registry promtool health)
+[[ ${#tools[@]} -gt 0 ]] || tools=(kubernetes kubelet pause etcd kwok helm jaeger actionlint registry promtool health)
 for t in "${tools[@]}"; do ( one "$t" ); done
 log "all tools ready in $TOOLS_DIR/bin"

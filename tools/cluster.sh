@@ -2,16 +2,22 @@
 # The local Kubernetes control plane for tests, benchmarks and the demo.
 #
 # kwokctl runs the locally built etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the
-# kwok controller as plain processes ("binary" runtime) on 127.0.0.1 only, with RBAC on. There is no
-# kubelet: the kwok controller plays it for one fake node, kwok-node-0, and moves pods through the
-# Stages in tools/kwokctl.yaml (Job pods succeed; pods labelled changejob.dev/test-fail=true fail).
+# kwok controller as plain processes ("binary" runtime) on 127.0.0.1 only, with RBAC on. The kwok
+# controller plays the kubelet of one fake node, kwok-node-0, and moves pods through the Stages in
+# tools/kwokctl.yaml (Job pods succeed; pods labelled changejob.dev/test-fail=true fail). A real
+# node, real-node-0, can join beside it (tools/real-node.sh): a kubelet with containerd, tainted so
+# that only Pods placed there on purpose run real containers.
 #
 # Usage: tools/cluster.sh COMMAND [NAME]
-#   up [NAME]                 create the cluster, or reuse it if it is healthy and up to date; a
+#   up [NAME] [--real-node]   create the cluster, or reuse it if it is healthy and up to date; a
 #                             crashed, stale or outdated cluster is deleted and created afresh.
+#                             With --real-node, also start (or reuse) the real node (node-up).
 #                             Prints `export KUBECONFIG=...` on stdout.
-#   down [NAME] [--force]     delete the cluster and its work directory (refused while a live test
-#                             session uses it, unless --force)
+#   down [NAME] [--force]     delete the cluster, its real node (undoing its host changes) and its
+#                             work directory (refused while a live test session uses it, unless
+#                             --force)
+#   node-up [NAME]            start the real node of an existing cluster, or reuse it if healthy
+#   node-down [NAME]          stop the real node and undo every host change it made
 #   kubeconfig [NAME]         print the path of the admin kubeconfig
 #   check [NAME]              exit 0 if the cluster is up, healthy and up to date (`up` would reuse
 #                             it as it is), 1 otherwise
@@ -109,7 +115,7 @@ render_config() {  # render_config NAME
   local out taken picked="" key port tries
   taken=" $(ports_of_clusters | tr '\n' ' ') "
   out=$(config_of "$1")
-  local sed_args=(-e "s#@TOOLS_BIN@#$TOOLS_BIN#g")
+  local sed_args=(-e "s#@TOOLS_BIN@#$TOOLS_BIN#g" -e "s#@CLUSTER_WORKDIR@#$(workdir_of "$1")#g")
   for key in KUBE_APISERVER ETCD ETCD_PEER KUBE_CONTROLLER_MANAGER KUBE_SCHEDULER KWOK_CONTROLLER; do
     tries=0
     while :; do
@@ -201,6 +207,9 @@ destroy() {  # destroy NAME: stop and delete, even if the cluster is half-dead
   rm -rf "$wd"
 }
 
+real_node() { CLUSTER_DIR=$CLUSTER_DIR TOOLS_DIR=$TOOLS_DIR "$here/real-node.sh" "$@" 8>&- 9>&-; }
+has_real_node() { [[ -d $CLUSTER_DIR/nodes/$1 ]]; }
+
 create() {  # create NAME CONFIG STAMP
   local name=$1 config=$2 stamp=$3 start logfile
   start=$(now_ms)
@@ -228,7 +237,8 @@ create() {  # create NAME CONFIG STAMP
 }
 
 cmd_up() {
-  local name=$1 stamp wd users reason=""
+  local name=$1 with_node=${2:-} stamp wd users reason=""
+  [[ -z $with_node || $with_node == --real-node ]] || die "unknown option for up: $with_node"
   check_tools
   lock 9 "$name"
   stamp=$(current_stamp)
@@ -240,10 +250,12 @@ cmd_up() {
         log "cluster $name is outdated but test session(s) ${users% } use it; reusing it as it is"
       else
         log "cluster $name was built from another configuration or other binaries; recreating"
+        ! has_real_node "$name" || real_node down "$name"
         destroy "$name"
       fi
     elif ! healthy "$name"; then
       log "cluster $name is not healthy ($reason); recreating"
+      ! has_real_node "$name" || real_node down "$name"
       destroy "$name"
     else
       log "reusing healthy cluster $name"
@@ -256,6 +268,7 @@ cmd_up() {
     create "$name" "$(config_of "$name")" "$stamp"
     flock -u 8
   fi
+  if [[ $with_node == --real-node ]]; then real_node up "$name"; fi
   echo "export KUBECONFIG=$(kubeconfig_of "$name")"
 }
 
@@ -277,6 +290,7 @@ cmd_down() {
   if [[ -n $users && $force != --force ]]; then
     die "cluster $name is in use by test session(s) with pid ${users% }; add --force to delete it anyway"
   fi
+  ! has_real_node "$name" || real_node down "$name"
   if [[ -d "$(workdir_of "$name")" ]]; then
     check_tools
     destroy "$name"
@@ -324,6 +338,7 @@ cmd_status() {
       printf '%-20s UNHEALTHY  %s (%s)\n' "$name" "${server:-?}" "$reason"
     fi
     printf '%-20s           %s\n' "" "${states# }"
+    if has_real_node "$name"; then printf '%-20s           %s\n' "" "$(real_node status "$name")"; fi
   done
   [[ $found -eq 1 ]] || echo "no clusters in $CLUSTER_DIR"
 }
@@ -382,10 +397,16 @@ main() {
   local name=$DEFAULT_NAME
   if [[ $# -gt 0 && $1 != --* ]]; then name=$1; shift; fi
   case $cmd in
-    up|down|kubeconfig|check|apiserver-stop|apiserver-start|apiserver-restart) check_name "$name" ;;
+    up|down|kubeconfig|check|node-up|node-down|apiserver-stop|apiserver-start|apiserver-restart)
+      check_name "$name" ;;
   esac
   case $cmd in
-    up) cmd_up "$name" ;;
+    up) cmd_up "$name" "${1:-}" ;;
+    node-up)
+      lock 9 "$name"
+      [[ -d "$(workdir_of "$name")" ]] || die "no cluster $name (tools/cluster.sh up $name --real-node)"
+      real_node up "$name" ;;
+    node-down) lock 9 "$name"; real_node down "$name" ;;
     down) cmd_down "$name" "${1:-}" ;;
     kubeconfig) cmd_kubeconfig "$name" ;;
     check) cmd_check "$name" ;;

@@ -32,6 +32,28 @@ def helm_binary() -> str:
     return helpers.pinned_tool("helm")
 
 
+class Helm:
+    """The pinned helm against a cluster, with its caches in a scratch directory."""
+
+    def __init__(self, *, kubeconfig: str | Path, home: Path) -> None:
+        self._binary = helm_binary()
+        self._env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [self._binary, *args], capture_output=True, text=True, env=self._env, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+
 class Kubectl:
     """The built kubectl with one kubeconfig (the admin's or a ServiceAccount's)."""
 

@@ -20,7 +20,7 @@ from ctj_helpers import ctj_body, wait_until
 from operator_proc import free_port
 from rbac_helpers import Kubectl, render_chart, wait_granted
 
-from changejob.kube import discovery
+from changejob.kube import discovery, transport
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +144,7 @@ def test_every_known_kind_is_what_discovery_says(chart_docs: list[dict[str, Any]
     (table,) = [v["expression"] for v in policy["spec"]["variables"] if v["name"] == "kinds"]
     entries = re.findall(r"'([^']+)/([^'/]+)': \['([^']+)', '(Namespaced|Cluster)'\]", table)
     assert len(entries) >= 40
-    resolver = discovery.Discovery(api_client)
+    resolver = discovery.Discovery(transport.Transport(api_client))
     for api_version, kind, resource, scope in entries:
         found = resolver.resolve(api_version=api_version, kind=kind)
         assert found is not None, f"{kind} ({api_version}) is not served"

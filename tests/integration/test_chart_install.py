@@ -12,7 +12,6 @@ shared by the whole cluster and taken over with --take-ownership when another te
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import uuid
@@ -22,8 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-import helpers
+from rbac_helpers import Helm
 
 pytestmark = pytest.mark.integration
 
@@ -33,10 +31,6 @@ CRD_PATH = REPO / "crds" / "triggers.changejob.dev_changetriggeredjobs.yaml"
 CRD_NAME = "changetriggeredjobs.triggers.changejob.dev"
 
 Kubectl = Callable[..., "subprocess.CompletedProcess[str]"]
-
-
-def helm_binary() -> str:
-    return helpers.pinned_tool("helm")
 
 
 def unique(prefix: str) -> str:
@@ -58,28 +52,6 @@ def retry(fn: Callable[[], subprocess.CompletedProcess[str]], *, timeout: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"still failing after {timeout}s: {result.stderr or result.stdout}")
         time.sleep(0.5)
-
-
-class Helm:
-    """The pinned helm against the test cluster, with its caches in a scratch directory."""
-
-    def __init__(self, *, kubeconfig: str, home: Path) -> None:
-        self._binary = helm_binary()
-        self._env = {
-            **os.environ,
-            "KUBECONFIG": str(kubeconfig),
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [self._binary, *args], capture_output=True, text=True, env=self._env, timeout=240, check=False
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result
 
 
 @pytest.fixture

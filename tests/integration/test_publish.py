@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from oci_registry import LocalRegistry, ensure_debian_package, tiny_oci_layout, tool
+from test_chart_install import delete_admission_policies
 
 pytestmark = pytest.mark.integration
 
@@ -231,4 +232,6 @@ def test_chart_published_with_the_image_digest_and_installed_from_the_registry(
             timeout=120,
             check=False,
         )
+        # The admission policies are kept with the CRD on uninstall (crds.keep): remove this release's.
+        delete_admission_policies(cluster.kubectl, release)
         cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false", check=False)

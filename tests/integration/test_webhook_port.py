@@ -73,7 +73,7 @@ def access_reviews(proc: OperatorProcess) -> float:
     lines = [
         line
         for line in proc.metrics().splitlines()
-        if "subjectaccessreviews" in line and line.startswith("changejob_api_requests_total{")
+        if 'resource="subjectaccessreviews"' in line and line.startswith("changejob_api_requests_total{")
     ]
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
 

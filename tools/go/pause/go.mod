@@ -1,0 +1,3 @@
+module changejob.dev/tools/pause
+
+go 1.26.0
